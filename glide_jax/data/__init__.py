@@ -1,0 +1,1 @@
+"""glide_jax.data."""

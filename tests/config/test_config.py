@@ -1,0 +1,50 @@
+"""Config defaults, validation errors and glide-text2im option conversion."""
+
+import json
+
+import pytest
+
+from glide_jax import config as config_lib
+
+
+def test_defaults_validate():
+    config = config_lib.validate(config_lib.base_config())
+    assert config.model.channel_mult == (1, 2, 3, 4)
+    assert config.text.n_vocab == config_lib.GPT2_VOCAB_SIZE
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("model.kind", "big", "config.model.kind = 'big'"),
+        ("model.dropout", 1.5, "config.model.dropout"),
+        ("diffusion.noise_schedule", "cosine", "config.diffusion.noise_schedule"),
+        ("model.num_head_channels", 7, "must divide model.model_channels"),
+    ],
+)
+def test_bad_value_names_key(key, value, message):
+    config = config_lib.base_config()
+    section, field = key.split(".")
+    config[section][field] = value
+    with pytest.raises(config_lib.ConfigError, match=message.replace(".", r"\.").replace("'", "'")):
+        config_lib.validate(config)
+
+
+def test_glide_options_round_trip(fixtures_dir):
+    options = json.loads((fixtures_dir / "base_options.json").read_text())["model_and_diffusion_options"]
+    config = config_lib.config_from_glide_options(options)
+    assert config.model.kind == "base"
+    assert config.model.channel_mult == (1, 1, 2)
+    assert config.model.attention_resolutions == (16, 8)
+    assert config.model.num_head_channels == 16
+    assert config.model.num_heads_upsample is None
+    assert config.text.text_ctx == 16 and config.text.xf_layers == 2
+    assert config.diffusion.timestep_respacing is None
+
+
+def test_glide_options_kinds(fixtures_dir):
+    kinds = {}
+    for case in ("upsample", "inpaint", "upsample_inpaint"):
+        options = json.loads((fixtures_dir / f"{case}_options.json").read_text())
+        kinds[case] = config_lib.config_from_glide_options(options["model_and_diffusion_options"]).model.kind
+    assert kinds == {"upsample": "upsample", "inpaint": "inpaint", "upsample_inpaint": "upsample_inpaint"}
