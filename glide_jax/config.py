@@ -66,12 +66,20 @@ def text_defaults() -> ml_collections.ConfigDict:
             n_vocab=GPT2_VOCAB_SIZE,  # token embedding rows
             tokenizer="gpt2",  # gpt2 | clip | sentencepiece
             tokenizer_path=None,  # SentencePiece model file (sentencepiece only)
+            sp_vocab_size=16384,  # ids in a trained SentencePiece model (set n_vocab to match)
+            sp_model_type="unigram",  # SentencePiece algorithm: unigram | bpe | char | word
+            sp_normalization="nmt_nfkc_cf",  # SentencePiece normaliser; "_cf" also lowercases
+            sp_max_captions=None,  # train on at most this many captions; None = all
         )
     )
 
 
 def clip_defaults() -> ml_collections.ConfigDict:
-    """The noised CLIP of glide-text2im (ViT-B image side, 64 px)."""
+    """The noised CLIP of glide-text2im (ViT-B image side, 64 px).
+
+    Values are those of glide-text2im's released `glide_text2im/clip/config.yaml`
+    (image 12 heads x 64, text 8 heads x 64, 12 blocks each, 65536 vocab rows).
+    """
     return ml_collections.ConfigDict(
         dict(
             image_size=64,  # input resolution of the image encoder
@@ -83,7 +91,7 @@ def clip_defaults() -> ml_collections.ConfigDict:
             n_head_state_text=64,  # channels per head, text encoder
             n_head_text=8,  # heads, text encoder
             n_xf_blocks_text=12,  # blocks, text encoder
-            n_vocab=49408,  # CLIP BPE vocabulary
+            n_vocab=65536,  # token embedding rows (released yaml; BPE ids < 49408)
             max_text_len=77,  # text context including start and end tokens
             n_timesteps=1000,  # rows of the per-timestep token w_t
             logit_scale=100.0,  # exp(learned log scale) at initialisation
@@ -103,6 +111,122 @@ def diffusion_defaults() -> ml_collections.ConfigDict:
     )
 
 
+def data_defaults() -> ml_collections.ConfigDict:
+    """The input pipeline (glide_jax.data): dataset source, augmentation, batching."""
+    return ml_collections.ConfigDict(
+        dict(
+            dataset="glide_shapes",  # glide_shapes | folder | tfds
+            data_dir=None,  # TFDS data dir; None -> ~/tensorflow_datasets
+            batch_size=64,  # global batch size, split evenly over hosts
+            shuffle_buffer=10_000,  # examples in the per-host shuffle buffer
+            random_crop=False,  # random crop after resizing; False -> centre crop
+            random_flip=False,  # horizontal flips (breaks "left"/"right" captions)
+            caption_dropout=None,  # share of empty captions; None -> 0.2 (0.0 for clip)
+            low_res_size=None,  # upsampler input size; None -> model.image_size // 4
+            num_threads=None,  # tf.data worker threads; None -> CPU count, at most 16
+            prefetch=2,  # global batches kept ready on the devices
+            # glide_shapes: procedural coloured shapes, deterministic from its seed.
+            shapes_train_size=10_000,  # examples in the train split
+            shapes_validation_size=1_000,  # examples in the validation split
+            shapes_resolution=256,  # rendered image size in pixels
+            shapes_seed=0,  # seed of the generated scenes
+            # folder: the user's own images with captions.
+            folder_path=None,  # directory of image + same-stem .txt, or a .jsonl/.csv
+            folder_validation_fraction=0.0,  # share of the folder held out as validation
+            # tfds: any catalogue dataset with an image and a text feature.
+            tfds_name=None,  # e.g. "coco_captions" or "coco_captions/2017:1.1.0"
+            image_key="image",  # image feature; nested keys joined by "/"
+            text_key="captions/text",  # text feature; a list picks one at random
+            # inpainting masks (inpaint and upsample_inpaint kinds).
+            mask_rect_prob=0.5,  # chance of a rectangle mask, else free-form strokes
+            mask_min_fraction=0.1,  # min side of a hidden rectangle, share of the image
+            mask_max_fraction=0.6,  # max side of a hidden rectangle, share of the image
+            mask_max_strokes=4,  # free-form masks draw 1..this many strokes
+        )
+    )
+
+
+def optim_defaults() -> ml_collections.ConfigDict:
+    """AdamW with warm-up, decay, clipping and EMA (glide_jax.train.optim)."""
+    return ml_collections.ConfigDict(
+        dict(
+            learning_rate=1e-4,  # peak learning rate, reached after warm-up
+            b1=0.9,  # Adam first-moment decay
+            b2=0.999,  # Adam second-moment decay
+            eps=1e-8,  # Adam denominator epsilon
+            weight_decay=0.0,  # decoupled (AdamW) weight decay
+            warmup_steps=0,  # linear warm-up from 0 to learning_rate
+            schedule="constant",  # after warm-up: constant | cosine | linear
+            end_learning_rate_factor=0.0,  # cosine/linear end, share of the peak
+            grad_clip_norm=1.0,  # clip gradients to this global norm; None = off
+            ema_rates=(0.9999,),  # EMA decay rates; the first one is exported
+            grad_accum_steps=1,  # micro-batches per optimizer step
+        )
+    )
+
+
+def train_defaults() -> ml_collections.ConfigDict:
+    """The training loop (glide_jax.train.loop.train_and_evaluate)."""
+    return ml_collections.ConfigDict(
+        dict(
+            num_steps=100_000,  # optimizer steps in the whole run
+            seed=0,  # seed of parameter init and of every step's noise
+            log_every=50,  # steps between metric rows (JSONL, TensorBoard)
+            checkpoint_every=1000,  # steps between checkpoints; one at the end too
+            keep_checkpoints=3,  # checkpoints kept; older ones are deleted
+            async_checkpointing=True,  # write checkpoints in the background
+            export_ema=True,  # write the first EMA rate to workdir/export at saves
+            sample_every=5000,  # steps between sample grids; None = never
+            sample_prompts=("a red circle", "a blue square"),  # grid prompts
+            sample_steps=25,  # sampler steps for the grid
+            sample_sampler="ddim",  # ddim | ddpm (for the grid)
+            sample_guidance_scale=3.0,  # classifier-free guidance for the grid
+            sample_seed=0,  # noise seed of the grid, fixed so grids compare
+            init_from=None,  # exported model (or workdir) to fine-tune from
+            distributed=False,  # call jax.distributed.initialize() (multi-host)
+            progress_bar=True,  # tqdm bar with step/s, img/s and loss
+        )
+    )
+
+
+def mesh_defaults() -> ml_collections.ConfigDict:
+    """Device mesh and logical-axis rules (glide_jax.sharding)."""
+    return ml_collections.ConfigDict(
+        dict(
+            data=None,  # devices on the data axis; None = all not used below
+            fsdp=1,  # devices that shard parameters and optimizer state
+            tensor=1,  # devices that split attention heads and MLP width
+            # logical axis -> mesh axes; names not listed stay replicated.
+            rules=(
+                ("batch", ("data", "fsdp")),
+                ("embed", "fsdp"),
+                ("mlp", "tensor"),
+                ("heads", "tensor"),
+                ("kv", None),
+                ("vocab", "tensor"),
+            ),
+            fsdp_fallback=True,  # shard leftover params on their largest fsdp-divisible dim
+        )
+    )
+
+
+def sample_defaults() -> ml_collections.ConfigDict:
+    """The sampler of glide-text2im's notebooks (glide_jax.sampling, sample.py)."""
+    return ml_collections.ConfigDict(
+        dict(
+            steps="100",  # base respacing: "N", "a,b,c", "ddimN" or "fast27"
+            sampler="ddpm",  # base sampler: ddpm | ddim (eta 0)
+            guidance_scale=3.0,  # classifier-free guidance; 1.0 = conditional only
+            clip_guidance_scale=3.0,  # CLIP gradient scale (with a CLIP model; no CFG then)
+            upsample_steps="fast27",  # upsampler respacing
+            upsample_sampler="ddim",  # upsampler sampler: ddpm | ddim (eta 0)
+            upsample_temp=0.997,  # scale of the upsampler's initial noise
+            batch_size=8,  # prompts per batch (padded to a multiple of the device count)
+            seed=0,  # PRNG seed; same seed and settings -> same images
+        )
+    )
+
+
 def base_config() -> ml_collections.ConfigDict:
     """Returns the shared defaults; experiment files override a few keys."""
     config = ml_collections.ConfigDict()
@@ -110,6 +234,11 @@ def base_config() -> ml_collections.ConfigDict:
     config.text = text_defaults()
     config.clip = clip_defaults()
     config.diffusion = diffusion_defaults()
+    config.sample = sample_defaults()
+    config.data = data_defaults()
+    config.optim = optim_defaults()
+    config.train = train_defaults()
+    config.mesh = mesh_defaults()
     return config
 
 
@@ -148,6 +277,143 @@ def _get(config, key: str):
     return node
 
 
+DATASETS = ("glide_shapes", "folder", "tfds")
+
+
+def _check_fraction(config, key: str, allow_none: bool = False, upper_open: bool = False) -> None:
+    value = _get(config, key)
+    if value is None and allow_none:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not 0.0 <= value <= 1.0 or (upper_open and value == 1.0):
+        _fail(key, value, "must be a number in [0, 1" + (")" if upper_open else "]"))
+
+
+def _validate_data(config) -> None:
+    """Checks config.data (see data_defaults)."""
+    _check_choice(config, "data.dataset", DATASETS)
+    for key in ("data.batch_size", "data.shuffle_buffer", "data.prefetch", "data.shapes_train_size",
+                "data.shapes_validation_size", "data.shapes_resolution", "data.mask_max_strokes"):
+        _check_positive_int(config, key)
+    for key in ("data.low_res_size", "data.num_threads"):
+        _check_positive_int(config, key, allow_none=True)
+    seed = _get(config, "data.shapes_seed")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        _fail("data.shapes_seed", seed, "must be a non-negative integer")
+    for key in ("data.random_crop", "data.random_flip"):
+        if not isinstance(_get(config, key), bool):
+            _fail(key, _get(config, key), "must be True or False")
+    _check_fraction(config, "data.caption_dropout", allow_none=True)
+    _check_fraction(config, "data.mask_rect_prob")
+    _check_fraction(config, "data.folder_validation_fraction", upper_open=True)
+    _check_fraction(config, "data.mask_min_fraction")
+    _check_fraction(config, "data.mask_max_fraction")
+    if config.data.mask_min_fraction > config.data.mask_max_fraction:
+        _fail("data.mask_min_fraction", config.data.mask_min_fraction, "must not exceed data.mask_max_fraction")
+    if config.data.dataset == "folder" and not config.data.folder_path:
+        _fail("data.folder_path", config.data.folder_path, "is required with data.dataset='folder'")
+    if config.data.dataset == "tfds":
+        for key in ("data.tfds_name", "data.image_key", "data.text_key"):
+            if not isinstance(_get(config, key), str) or not _get(config, key):
+                _fail(key, _get(config, key), "must be a non-empty string with data.dataset='tfds'")
+
+
+LR_SCHEDULES = ("constant", "cosine", "linear")
+SAMPLERS = ("ddim", "ddpm")
+MESH_AXES = ("data", "fsdp", "tensor")
+
+
+def _check_number(config, key: str, low: float, high: float, allow_none: bool = False) -> None:
+    value = _get(config, key)
+    if value is None and allow_none:
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
+        _fail(key, value, f"must be a number in [{low}, {high}]")
+
+
+def _validate_optim(config) -> None:
+    """Checks config.optim (see optim_defaults)."""
+    _check_number(config, "optim.learning_rate", 0.0, 1.0)
+    for key in ("optim.b1", "optim.b2", "optim.end_learning_rate_factor"):
+        _check_number(config, key, 0.0, 1.0)
+    _check_number(config, "optim.eps", 0.0, 1.0)
+    _check_number(config, "optim.weight_decay", 0.0, 10.0)
+    _check_number(config, "optim.grad_clip_norm", 1e-12, float("inf"), allow_none=True)
+    warmup = _get(config, "optim.warmup_steps")
+    if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0:
+        _fail("optim.warmup_steps", warmup, "must be a non-negative integer")
+    _check_choice(config, "optim.schedule", LR_SCHEDULES)
+    rates = _get(config, "optim.ema_rates")
+    if not isinstance(rates, (tuple, list)) or not rates:
+        _fail("optim.ema_rates", rates, "must be a non-empty tuple of rates in [0, 1)")
+    if not all(isinstance(r, (int, float)) and 0.0 <= r < 1.0 for r in rates):
+        _fail("optim.ema_rates", rates, "must hold rates in [0, 1)")
+    _check_positive_int(config, "optim.grad_accum_steps")
+
+
+def _validate_train(config) -> None:
+    """Checks config.train (see train_defaults)."""
+    for key in ("train.num_steps", "train.log_every", "train.checkpoint_every",
+                "train.keep_checkpoints", "train.sample_steps"):
+        _check_positive_int(config, key)
+    _check_positive_int(config, "train.sample_every", allow_none=True)
+    seed = _get(config, "train.seed")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        _fail("train.seed", seed, "must be a non-negative integer")
+    prompts = _get(config, "train.sample_prompts")
+    if not isinstance(prompts, (tuple, list)) or not prompts or not all(isinstance(p, str) for p in prompts):
+        _fail("train.sample_prompts", prompts, "must be a non-empty tuple of strings")
+    _check_choice(config, "train.sample_sampler", SAMPLERS)
+    _check_number(config, "train.sample_guidance_scale", 0.0, float("inf"))
+    for key in ("train.async_checkpointing", "train.export_ema", "train.distributed", "train.progress_bar"):
+        if not isinstance(_get(config, key), bool):
+            _fail(key, _get(config, key), "must be True or False")
+    init_from = _get(config, "train.init_from")
+    if init_from is not None and (not isinstance(init_from, str) or not init_from):
+        _fail("train.init_from", init_from, "must be None or a directory path")
+    if config.data.batch_size % config.optim.grad_accum_steps:
+        _fail("optim.grad_accum_steps", config.optim.grad_accum_steps, "must divide data.batch_size")
+
+
+def _validate_mesh(config) -> None:
+    """Checks config.mesh (see mesh_defaults)."""
+    _check_positive_int(config, "mesh.data", allow_none=True)
+    _check_positive_int(config, "mesh.fsdp")
+    _check_positive_int(config, "mesh.tensor")
+    rules = _get(config, "mesh.rules")
+    if not isinstance(rules, (tuple, list)):
+        _fail("mesh.rules", rules, "must be a tuple of (logical name, mesh axes) pairs")
+    for rule in rules:
+        if not isinstance(rule, (tuple, list)) or len(rule) != 2 or not isinstance(rule[0], str):
+            _fail("mesh.rules", rule, "each rule must be a (logical name, mesh axes) pair")
+        axes = rule[1] if isinstance(rule[1], (tuple, list)) else (rule[1],)
+        if any(axis is not None and axis not in MESH_AXES for axis in axes):
+            _fail("mesh.rules", rule, f"mesh axes must be among {', '.join(MESH_AXES)} or None")
+    if not isinstance(_get(config, "mesh.fsdp_fallback"), bool):
+        _fail("mesh.fsdp_fallback", config.mesh.fsdp_fallback, "must be True or False")
+
+
+def _validate_sample(config) -> None:
+    """Checks config.sample (see sample_defaults)."""
+    for key in ("sample.steps", "sample.upsample_steps"):
+        value = _get(config, key)
+        if not isinstance(value, str) or not value.strip():
+            _fail(key, value, 'must be a respacing string such as "100", "ddim50" or "fast27"')
+    for key in ("sample.sampler", "sample.upsample_sampler"):
+        _check_choice(config, key, ("ddpm", "ddim"))
+    for key in ("sample.guidance_scale", "sample.clip_guidance_scale"):
+        value = _get(config, key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            _fail(key, value, "must be a non-negative number")
+    temp = _get(config, "sample.upsample_temp")
+    if not isinstance(temp, (int, float)) or isinstance(temp, bool) or temp <= 0:
+        _fail("sample.upsample_temp", temp, "must be a positive number")
+    _check_positive_int(config, "sample.batch_size")
+    seed = _get(config, "sample.seed")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        _fail("sample.seed", seed, "must be a non-negative integer")
+
+
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Checks the sections this module defines; raises ConfigError naming the key.
 
@@ -180,6 +446,22 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         _fail("text.tokenizer_path", None, "is required with text.tokenizer='sentencepiece'")
     _check_positive_int(config, "diffusion.steps")
     _check_choice(config, "diffusion.noise_schedule", NOISE_SCHEDULES)
+    # --- data section (owned by glide_jax.data) ---
+    if "data" in config:
+        _validate_data(config)
+    # --- end data section ---
+    # --- optim, train and mesh sections (owned by glide_jax.train) ---
+    if "optim" in config:
+        _validate_optim(config)
+    if "train" in config:
+        _validate_train(config)
+    if "mesh" in config:
+        _validate_mesh(config)
+    # --- end optim, train and mesh sections ---
+    # --- sample section (owned by glide_jax.sampling) ---
+    if "sample" in config:
+        _validate_sample(config)
+    # --- end sample section ---
     return config
 
 
@@ -241,4 +523,52 @@ def config_from_glide_options(options: Mapping[str, Any]) -> ml_collections.Conf
     d.steps = int(options.get("diffusion_steps", 1000))
     d.noise_schedule = options.get("noise_schedule", "squaredcos_cap_v2")
     d.timestep_respacing = options.get("timestep_respacing") or None
+    return validate(config)
+
+
+_CLIP_INT_KEYS = ("image_size", "patch_size", "n_embd", "n_head_state_image", "n_head_image",
+                  "n_xf_blocks_image", "n_head_state_text", "n_head_text", "n_xf_blocks_text",
+                  "n_vocab", "max_text_len", "n_timesteps")
+
+
+def validate_clip(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Checks the `clip` section; raises ConfigError naming the bad key.
+
+    Returns the config unchanged so calls can be chained.
+    """
+    for key in _CLIP_INT_KEYS:
+        _check_positive_int(config, f"clip.{key}")
+    if config.clip.image_size % config.clip.patch_size:
+        _fail("clip.patch_size", config.clip.patch_size, "must divide clip.image_size")
+    scale = _get(config, "clip.logit_scale")
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or scale <= 0:
+        _fail("clip.logit_scale", scale, "must be a positive number")
+    _check_choice(config, "model.dtype", DTYPES)
+    return config
+
+
+def clip_config_from_glide(clip_yaml: Mapping[str, Any]) -> ml_collections.ConfigDict:
+    """Turns a glide-text2im CLIP config (its `clip/config.yaml`) into a config.
+
+    Args:
+      clip_yaml: the parsed yaml dict, with the keys of
+        `glide_text2im/clip/config.yaml` (image_size, patch_size, n_vocab, ...,
+        logit_scale, beta_schedule, n_timesteps).
+
+    Returns:
+      A config with model.kind = "clip", the `clip` section filled in,
+      model.image_size = clip.image_size and the diffusion schedule of the yaml.
+    """
+    config = base_config()
+    missing = [key for key in _CLIP_INT_KEYS + ("logit_scale",) if key not in clip_yaml]
+    if missing:
+        raise ConfigError(f"CLIP config is missing key(s) {missing}")
+    for key in _CLIP_INT_KEYS:
+        config.clip[key] = int(clip_yaml[key])
+    config.clip.logit_scale = float(clip_yaml["logit_scale"])
+    config.model.kind = "clip"
+    config.model.image_size = config.clip.image_size
+    config.diffusion.steps = config.clip.n_timesteps
+    config.diffusion.noise_schedule = clip_yaml.get("beta_schedule", "squaredcos_cap_v2")
+    validate_clip(config)
     return validate(config)
