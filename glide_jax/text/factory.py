@@ -1,0 +1,48 @@
+"""Builds the tokenizer named by a config's `text` section."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from glide_jax.text import base
+from glide_jax.text.clip import CLIPTokenizer
+from glide_jax.text.gpt2 import GPT2Tokenizer
+from glide_jax.text.sentencepiece_tokenizer import SentencePieceTokenizer
+
+TOKENIZER_NAMES = ("gpt2", "clip", "sentencepiece")
+
+
+def get_tokenizer(text_config: Any) -> base.Tokenizer:
+    """Returns a new tokenizer for `config.text`.
+
+    Args:
+      text_config: the `text` section of a config (a ConfigDict or mapping)
+        with `tokenizer` in TOKENIZER_NAMES and, for "sentencepiece",
+        `tokenizer_path` naming the trained `.model` file.
+
+    Returns:
+      `GPT2Tokenizer` (GLIDE's vocabulary), `CLIPTokenizer` or
+      `SentencePieceTokenizer`. Each call loads the vocabulary afresh.
+
+    Raises:
+      KeyError, ValueError or FileNotFoundError naming config.text.tokenizer
+      or config.text.tokenizer_path.
+    """
+    if "tokenizer" not in text_config:
+        hint = " (pass config.text, not the whole config)" if "text" in text_config else ""
+        raise KeyError(f"config.text.tokenizer is missing{hint}")
+    name = text_config["tokenizer"]
+    if name == "gpt2":
+        return GPT2Tokenizer.default()
+    if name == "clip":
+        return CLIPTokenizer.default()
+    if name == "sentencepiece":
+        path = text_config["tokenizer_path"] if "tokenizer_path" in text_config else None
+        if not path:
+            raise ValueError("config.text.tokenizer_path must name a SentencePiece .model file "
+                             "when config.text.tokenizer = 'sentencepiece'")
+        try:
+            return SentencePieceTokenizer(path)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"config.text.tokenizer_path = {path!r}: {err}") from None
+    raise ValueError(f"config.text.tokenizer = {name!r}: must be one of {', '.join(TOKENIZER_NAMES)}")

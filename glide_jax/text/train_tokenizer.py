@@ -1,0 +1,91 @@
+"""Trains a SentencePiece tokenizer on a dataset's training captions.
+
+Usage:
+  python -m glide_jax.text.train_tokenizer --config configs/my_experiment.py
+
+The captions come from `glide_jax.data.iter_captions(config, split="train")`;
+the vocabulary size and options from `config.text.sp_*`; the model is written
+to `config.text.tokenizer_path`. Afterwards set `config.text.tokenizer =
+"sentencepiece"` and `config.text.n_vocab = config.text.sp_vocab_size`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import pathlib
+import sys
+from typing import Callable, Iterable, Sequence
+
+from glide_jax import config as config_lib
+from glide_jax.text.sentencepiece_tokenizer import train_sentencepiece
+
+
+def load_config(path: str | pathlib.Path):
+    """Loads an experiment file's `get_config()`.
+
+    Uses `glide_jax.config.load_config_file` when the config module provides
+    it, otherwise imports the file by path.
+    """
+    loader = getattr(config_lib, "load_config_file", None)
+    if loader is not None:
+        return loader(str(path))
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    spec = importlib.util.spec_from_file_location(f"_glide_jax_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise AttributeError(f"config file {path} defines no get_config()")
+    return module.get_config()
+
+
+def _default_captions(config) -> Iterable[str]:
+    # Imported here: glide_jax.data pulls in TensorFlow, which nothing else in
+    # glide_jax.text needs.
+    from glide_jax import data
+
+    if not hasattr(data, "iter_captions"):
+        raise ImportError("glide_jax.data.iter_captions is not available")
+    return data.iter_captions(config, split="train", limit=config.text.sp_max_captions)
+
+
+def train_from_config(config, captions_fn: Callable[[object], Iterable[str]] = _default_captions) -> pathlib.Path:
+    """Trains the SentencePiece model that `config.text` describes.
+
+    Args:
+      config: a full config; reads `text.tokenizer_path`, `text.sp_vocab_size`,
+        `text.sp_model_type`, `text.sp_normalization`, `text.sp_max_captions`.
+      captions_fn: config -> caption strings (the training split).
+
+    Returns:
+      The written model path (`config.text.tokenizer_path`).
+    """
+    text = config.text
+    for key in ("tokenizer_path", "sp_vocab_size", "sp_model_type", "sp_normalization", "sp_max_captions"):
+        if key not in text:
+            raise KeyError(f"config.text.{key} is missing")
+    if not text.tokenizer_path:
+        raise ValueError("config.text.tokenizer_path must name the .model file to write")
+    try:
+        return train_sentencepiece(captions_fn(config), text.sp_vocab_size, text.tokenizer_path,
+                                   model_type=text.sp_model_type, normalization=text.sp_normalization,
+                                   max_captions=text.sp_max_captions)
+    except ValueError as err:
+        raise ValueError(f"config.text (sp_vocab_size={text.sp_vocab_size}, "
+                         f"sp_model_type={text.sp_model_type!r}): {err}") from err
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, type=pathlib.Path, help="experiment config file")
+    args = parser.parse_args(argv)
+    config = load_config(args.config)
+    path = train_from_config(config)
+    print(f"wrote {path} ({config.text.sp_vocab_size} ids)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
