@@ -26,7 +26,7 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=8.0"],
-        "data": ["tensorflow>=2.16", "tensorflow-datasets>=4.9.4"],
+        "data": ["tensorflow>=2.16", "tensorflow-datasets>=4.9.4", "importlib_resources>=6.0"],
         "convert": ["torch>=2.1"],
     },
 )

@@ -1,0 +1,122 @@
+"""Where examples come from: glide_shapes, the user's folder or the TFDS catalogue.
+
+Each source gives a host's share of one split as a tf.data.Dataset of
+`{"image": encoded image bytes, "caption": string or 1-D strings}` in a fixed
+order (files are never shuffled here; the pipeline shuffles deterministically).
+Images stay encoded so that shuffling and skipping are cheap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from glide_jax.data.tf_env import import_tensorflow, import_tfds
+
+tf = import_tensorflow()
+tfds = import_tfds()
+
+
+@dataclasses.dataclass(frozen=True)
+class HostSplit:
+    """A host's share of a split.
+
+    Attributes:
+      dataset: tf.data.Dataset of {"image": tf.string, "caption": tf.string (scalar
+        or 1-D)}, in a fixed order.
+      num_examples: examples in this share (equal on every host).
+      name: the TFDS split string of the share, e.g. "train[50%:100%]".
+    """
+
+    dataset: Any
+    num_examples: int
+    name: str
+
+
+def _nested_decoders(key: str) -> dict:
+    decoders: dict = tfds.decode.SkipDecoding()
+    for part in reversed(key.split("/")):
+        decoders = {part: decoders}
+    return decoders
+
+
+def _get_nested(example: dict, key: str, config_key: str):
+    node = example
+    for part in key.split("/"):
+        if not isinstance(node, dict) or part not in node:
+            found = sorted(node) if isinstance(node, dict) else type(node).__name__
+            raise KeyError(f"config.data.{config_key} = {key!r}: feature {part!r} not found; available: {found}")
+        node = node[part]
+    return node
+
+
+def make_builder(data_config):
+    """The prepared-or-preparable builder for glide_shapes or folder (not catalogue sets)."""
+    from glide_jax.data import builders  # pylint: disable=import-outside-toplevel
+
+    if data_config.dataset == "glide_shapes":
+        return builders.GlideShapes(config=builders.glide_shapes_config(data_config), data_dir=data_config.data_dir)
+    if data_config.dataset == "folder":
+        return builders.ImageFolderCaptions(config=builders.image_folder_config(data_config),
+                                            data_dir=data_config.data_dir)
+    raise ValueError(f"config.data.dataset = {data_config.dataset!r} has no local builder")
+
+
+def _host_split_name(split: str, splits, process_index: int, process_count: int, where: str) -> str:
+    if split not in splits:
+        raise ValueError(f"split {split!r} not in {where}; available: {', '.join(sorted(splits))}")
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} out of range for process_count {process_count}")
+    if process_count == 1:
+        return split
+    return tfds.even_splits(split, n=process_count, drop_remainder=True)[process_index]
+
+
+def load_host_split(data_config, split: str, process_index: int, process_count: int,
+                    decode_image: bool = False) -> HostSplit:
+    """Prepares the dataset if needed and returns this host's disjoint share of `split`.
+
+    Shares come from `tfds.even_splits(..., drop_remainder=True)`, so every host
+    gets the same number of examples and no example is on two hosts.
+
+    Args:
+      data_config: config.data.
+      split: "train", "validation" or any split the dataset has.
+      process_index: this host, in [0, process_count).
+      process_count: number of hosts.
+      decode_image: keep TFDS's image decoding (only `iter_captions` wants
+        neither; by default images stay encoded bytes).
+    """
+    read_config = tfds.ReadConfig(interleave_cycle_length=1, try_autocache=False)
+    if data_config.dataset == "tfds":
+        image_key, text_key = data_config.image_key, data_config.text_key
+        builder = tfds.builder(data_config.tfds_name, data_dir=data_config.data_dir)
+        name = _host_split_name(split, builder.info.splits, process_index, process_count, data_config.tfds_name)
+        ds, info = tfds.load(
+            data_config.tfds_name, split=name, data_dir=data_config.data_dir, download=True,
+            shuffle_files=False, with_info=True, read_config=read_config,
+            decoders=None if decode_image else _nested_decoders(image_key),
+        )
+    else:
+        image_key, text_key = "image", "caption"
+        builder = make_builder(data_config)
+        builder.download_and_prepare()
+        info = builder.info
+        name = _host_split_name(split, info.splits, process_index, process_count, builder.name)
+        ds = builder.as_dataset(split=name, shuffle_files=False, read_config=read_config,
+                                decoders=None if decode_image else {"image": tfds.decode.SkipDecoding()})
+    # Fail at set-up (naming the config key) rather than inside a tf.data map.
+    _get_nested(ds.element_spec, image_key, "image_key")
+    text_spec = _get_nested(ds.element_spec, text_key, "text_key")
+    if not isinstance(text_spec, tf.TensorSpec) or text_spec.dtype != tf.string or text_spec.shape.rank > 1:
+        raise ValueError(f"config.data.text_key = {text_key!r}: expected a string or list of strings, got {text_spec}")
+    ds = ds.map(lambda ex: {"image": _get_nested(ex, image_key, "image_key"),
+                            "caption": _get_nested(ex, text_key, "text_key")})
+    return HostSplit(ds, int(info.splits[name].num_examples), name)
+
+
+def skipped_images(data_config) -> dict:
+    """For a prepared folder dataset: {"skipped", "skipped_files", "empty_captions"} per split."""
+    builder = make_builder(data_config)
+    builder.download_and_prepare()
+    return {key: dict(builder.info.metadata.get(key, {})) for key in ("skipped", "skipped_files", "empty_captions")}
