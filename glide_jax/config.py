@@ -393,27 +393,6 @@ def _validate_mesh(config) -> None:
         _fail("mesh.fsdp_fallback", config.mesh.fsdp_fallback, "must be True or False")
 
 
-def _validate_sample(config) -> None:
-    """Checks config.sample (see sample_defaults)."""
-    for key in ("sample.steps", "sample.upsample_steps"):
-        value = _get(config, key)
-        if not isinstance(value, str) or not value.strip():
-            _fail(key, value, 'must be a respacing string such as "100", "ddim50" or "fast27"')
-    for key in ("sample.sampler", "sample.upsample_sampler"):
-        _check_choice(config, key, ("ddpm", "ddim"))
-    for key in ("sample.guidance_scale", "sample.clip_guidance_scale"):
-        value = _get(config, key)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-            _fail(key, value, "must be a non-negative number")
-    temp = _get(config, "sample.upsample_temp")
-    if not isinstance(temp, (int, float)) or isinstance(temp, bool) or temp <= 0:
-        _fail("sample.upsample_temp", temp, "must be a positive number")
-    _check_positive_int(config, "sample.batch_size")
-    seed = _get(config, "sample.seed")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        _fail("sample.seed", seed, "must be a non-negative integer")
-
-
 def validate_sample(config) -> None:
     """Checks config.sample (see sample_defaults)."""
     for key in ("sample.steps", "sample.upsample_steps"):
