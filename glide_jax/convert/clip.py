@@ -12,83 +12,54 @@ names below `blocks.`, so every Flax leaf has exactly one reference key:
   input.w_t / w_pos / w_voc <- the same name, unchanged
 
 Every key must be consumed and every parameter filled with the right shape,
-or `ClipConversionError` lists the missing keys, unexpected keys and shape
-mismatches.
+or `core.ConversionError` lists the missing keys, unexpected keys and shape
+mismatches (through `core.convert_state`, like the U-Net converter).
 """
 
 from __future__ import annotations
 
 import math
+import pathlib
 from typing import Any, Mapping
 
-import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from flax import traverse_util
 
+from glide_jax.convert import core
 from glide_jax.models import clip as clip_model
 
-_LEAF_TO_TORCH = {"kernel": "w", "bias": "b", "scale": "g"}
+# Reference leaf names -> Flax leaf names (Affine weight/bias, LayerNorm gain/shift).
+_LEAVES = {"w": ("kernel", core.linear_kernel), "b": ("bias", core.identity),
+           "g": ("scale", core.identity)}
+# Raw parameters of the input blocks, kept under their own names.
+_RAW = ("w_t", "w_pos", "w_voc")
 
 
-class ClipConversionError(ValueError):
-    """A CLIP state dict does not match the model built from the config."""
+def clip_rule(key: str) -> core.Target | None:
+    """Where the reference key `key` (e.g. `blocks.block_0.f_attn.f_q.w`) goes.
 
-
-def torch_key(path: tuple[str, ...]) -> str:
-    """The reference state-dict key of the Flax leaf at `path` (below the encoder)."""
-    if path[-2:] == ("patch_proj", "kernel"):
-        return "blocks." + ".".join(path[:-1])
-    *modules, leaf = path
-    return "blocks." + ".".join([*modules, _LEAF_TO_TORCH.get(leaf, leaf)])
-
-
-def _to_flax_layout(path: tuple[str, ...], array: np.ndarray) -> np.ndarray:
-    """Reorders a reference tensor into the layout of the Flax leaf at `path`."""
-    if path[-1] != "kernel":
-        return array
-    if array.ndim == 4:  # conv (out, in, kh, kw) -> (kh, kw, in, out)
-        return array.transpose(2, 3, 1, 0)
-    return array.T  # Affine (out, in) -> Dense (in, out)
-
-
-def _expected_shapes(encoder: nn.Module, *args) -> dict[tuple[str, ...], tuple[int, ...]]:
-    variables = jax.eval_shape(lambda: encoder.init(jax.random.key(0), *args))
-    params = nn.meta.unbox(variables["params"])
-    return {path: tuple(leaf.shape) for path, leaf in traverse_util.flatten_dict(params).items()}
-
-
-def _map_state(state: Mapping[str, Any], expected: dict, what: str) -> dict:
-    """Fills the Flax tree `expected` ({path: shape}) from a flat reference dict."""
-    params, missing, mismatched = {}, [], []
-    by_key = {torch_key(path): path for path in expected}
-    for key, path in sorted(by_key.items()):
-        if key not in state:
-            missing.append(key)
-            continue
-        array = _to_flax_layout(path, np.asarray(state[key], dtype=np.float32))
-        if array.shape != expected[path]:
-            mismatched.append(f"{key}: checkpoint {tuple(np.shape(state[key]))} -> {array.shape}, "
-                              f"model wants {expected[path]} at {'/'.join(path)}")
-            continue
-        params[path] = array
-    unexpected = sorted(set(state) - set(by_key))
-    if missing or unexpected or mismatched:
-        lines = [f"{what} state dict does not match the config:"]
-        lines += [f"  missing key: {k}" for k in missing]
-        lines += [f"  unexpected key: {k}" for k in unexpected]
-        lines += [f"  shape mismatch: {m}" for m in mismatched]
-        raise ClipConversionError("\n".join(lines))
-    return traverse_util.unflatten_dict(params)
+    Returns None for a key no CLIP encoder has.
+    """
+    parts = key.split(".")
+    if len(parts) < 3 or parts[0] != "blocks":
+        return None
+    parts = parts[1:]
+    if parts == ["input", "patch_proj"]:
+        return core.Target(("input", "patch_proj", "kernel"), core.conv2d_kernel)
+    if len(parts) == 2 and parts[0] == "input" and parts[1] in _RAW:
+        return core.Target(tuple(parts))
+    if parts[-1] in _LEAVES:
+        name, transform = _LEAVES[parts[-1]]
+        return core.Target((*parts[:-1], name), transform)
+    return None
 
 
 def convert_clip_image(state: Mapping[str, Any], config: ml_collections.ConfigDict) -> dict:
     """Maps `clip_image_enc.pt`'s state dict onto `ImageEncoder` params.
 
     Args:
-      state: flat {reference key: array} (numpy arrays or CPU tensors).
+      state: flat {reference key: array}, e.g. from `core.load_state`.
       config: a config whose `clip` section describes the checkpoint.
 
     Returns:
@@ -96,13 +67,13 @@ def convert_clip_image(state: Mapping[str, Any], config: ml_collections.ConfigDi
       float32 numpy arrays, for `{"params": tree}` of `image_encoder_from_config`.
 
     Raises:
-      ClipConversionError: listing missing/unexpected keys and shape mismatches.
+      core.ConversionError: listing missing/unexpected keys and shape mismatches.
     """
     encoder = clip_model.image_encoder_from_config(config)
     size = config.clip.image_size
-    expected = _expected_shapes(encoder, jnp.zeros((1, size, size, 3), jnp.float32),
-                                jnp.zeros((1,), jnp.int32))
-    return _map_state(state, expected, "CLIP image encoder")
+    template = core.param_template(encoder, {"x": jnp.zeros((1, size, size, 3), jnp.float32),
+                                             "t": jnp.zeros((1,), jnp.int32)})
+    return _convert(state, template, "image")
 
 
 def convert_clip_text(state: Mapping[str, Any], config: ml_collections.ConfigDict) -> dict:
@@ -112,9 +83,16 @@ def convert_clip_text(state: Mapping[str, Any], config: ml_collections.ConfigDic
     """
     encoder = clip_model.text_encoder_from_config(config)
     length = config.clip.max_text_len
-    expected = _expected_shapes(encoder, jnp.zeros((1, length), jnp.int32),
-                                jnp.ones((1,), jnp.int32))
-    return _map_state(state, expected, "CLIP text encoder")
+    template = core.param_template(encoder, {"tokens": jnp.zeros((1, length), jnp.int32),
+                                             "lens": jnp.ones((1,), jnp.int32)})
+    return _convert(state, template, "text")
+
+
+def _convert(state: Mapping[str, Any], template: Mapping, which: str) -> dict:
+    try:
+        return core.convert_state(state, template, clip_rule)
+    except core.ConversionError as exc:  # say which of the two files it was
+        raise core.ConversionError(f"CLIP {which} encoder: {exc}") from exc
 
 
 def assemble_clip_params(image_params: dict, text_params: dict,
@@ -139,3 +117,9 @@ def convert_clip(image_state: Mapping[str, Any], text_state: Mapping[str, Any],
     """Both released CLIP state dicts -> `NoisedCLIP` variables ({"params": ...})."""
     return assemble_clip_params(convert_clip_image(image_state, config),
                                 convert_clip_text(text_state, config), config)
+
+
+def convert_clip_files(image_path: str | pathlib.Path, text_path: str | pathlib.Path,
+                       config: ml_collections.ConfigDict) -> dict:
+    """`clip_image_enc.pt` + `clip_text_enc.pt` (or `.npz`) -> `NoisedCLIP` variables."""
+    return convert_clip(core.load_state(image_path), core.load_state(text_path), config)

@@ -21,6 +21,7 @@ import numpy as np
 
 from glide_jax import config as config_lib
 from glide_jax.convert import clip as clip_convert
+from glide_jax.convert import core as convert_core
 from glide_jax.models import clip as clip_model
 from glide_jax.tools.parity import Check, compare, failed
 
@@ -33,17 +34,10 @@ def _nhwc(images: np.ndarray) -> jax.Array:
     return jnp.asarray(np.transpose(images, (0, 2, 3, 1)))
 
 
-def _load_pt(path: pathlib.Path) -> dict[str, np.ndarray]:
-    import torch  # only this check needs torch (the `convert` extra)
-
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return {key: value.numpy() for key, value in state.items()}
-
-
 def _pt_checks(fixture_dir: pathlib.Path, case: str, npz: dict) -> Iterator[Check]:
     name = f"clip: {case}.pt == {case}_state.npz"
     try:
-        pt = _load_pt(fixture_dir / f"{case}.pt")
+        pt = convert_core.load_state(fixture_dir / f"{case}.pt")  # torch, weights_only
     except Exception as exc:  # torch missing or unreadable file: a failed row
         yield failed(name, f"{type(exc).__name__}: {exc}")
         return
@@ -72,8 +66,8 @@ def _checks(fixture_dir: pathlib.Path) -> Iterator[Check]:
     options = json.loads((fixture_dir / "clip_options.json").read_text())
     config = config_lib.clip_config_from_glide(options["config"])
     io = np.load(fixture_dir / "clip_io.npz")
-    image_state = dict(np.load(fixture_dir / "clip_image_enc_state.npz"))
-    text_state = dict(np.load(fixture_dir / "clip_text_enc_state.npz"))
+    image_state = convert_core.load_state(fixture_dir / "clip_image_enc_state.npz")
+    text_state = convert_core.load_state(fixture_dir / "clip_text_enc_state.npz")
     yield from _pt_checks(fixture_dir, "clip_image_enc", image_state)
     yield from _pt_checks(fixture_dir, "clip_text_enc", text_state)
 

@@ -7,6 +7,7 @@ import pytest
 
 from glide_jax import config as config_lib
 from glide_jax.convert import clip as clip_convert
+from glide_jax.convert import core
 
 
 @pytest.fixture(scope="module")
@@ -53,27 +54,40 @@ def test_missing_unexpected_and_mismatched_keys_are_listed(setup):
     del broken["blocks.block_0.f_attn.f_k.w"]
     broken["blocks.block_0.f_attn.f_k.b"] = np.zeros(3, np.float32)  # released files have none
     broken["blocks.input.w_t"] = image["blocks.input.w_t"][:10]
-    with pytest.raises(clip_convert.ClipConversionError) as info:
+    broken["blocks.input.pred_state"] = np.zeros(32, np.float32)  # the un-noised CLIP's token
+    with pytest.raises(core.ConversionError) as info:
         clip_convert.convert_clip_image(broken, config)
     message = str(info.value)
-    assert "missing key: blocks.block_0.f_attn.f_k.w" in message
-    assert "unexpected key: blocks.block_0.f_attn.f_k.b" in message
-    assert "shape mismatch: blocks.input.w_t" in message
+    assert message.startswith("CLIP image encoder:")
+    assert "block_0/f_attn/f_k/kernel" in message.split("missing")[1].splitlines()[0]
+    unexpected = message.split("unexpected")[1].splitlines()[0]
+    assert "blocks.block_0.f_attn.f_k.b" in unexpected and "blocks.input.pred_state" in unexpected
+    assert "blocks.input.w_t (10, 32)" in message.split("shape mismatches")[1]
 
 
 def test_wrong_config_is_reported(setup):
     config, _, text = setup
     bigger = config_lib.clip_config_from_glide({**config.clip.to_dict(), "n_xf_blocks_text": 3})
-    with pytest.raises(clip_convert.ClipConversionError, match="missing key: blocks.block_2.f_attn.ln.g"):
+    with pytest.raises(core.ConversionError, match="(?s)CLIP text encoder: .*missing.*block_2/f_attn/ln/scale"):
         clip_convert.convert_clip_text(text, bigger)
 
 
 def test_pt_checkpoint_converts_like_npz(fixtures_dir, setup):
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     config, _, text = setup
-    state = torch.load(fixtures_dir / "clip_text_enc.pt", map_location="cpu", weights_only=True)
-    from_pt = clip_convert.convert_clip_text(state, config)
+    from_pt = clip_convert.convert_clip_text(core.load_state(fixtures_dir / "clip_text_enc.pt"), config)
     from_npz = clip_convert.convert_clip_text(text, config)
     np.testing.assert_array_equal(from_pt["block_1"]["f_mlp"]["f_2"]["kernel"],
                                   from_npz["block_1"]["f_mlp"]["f_2"]["kernel"])
     np.testing.assert_array_equal(from_pt["output"]["f"]["kernel"], text["blocks.output.f.w"].T)
+
+
+def test_rule_maps_reference_names():
+    assert clip_convert.clip_rule("blocks.input.w_t").path == ("input", "w_t")
+    assert clip_convert.clip_rule("blocks.input.patch_proj").path == ("input", "patch_proj", "kernel")
+    target = clip_convert.clip_rule("blocks.output.f.w")
+    assert target.path == ("output", "f", "kernel")
+    np.testing.assert_array_equal(target.transform(np.arange(6.0).reshape(2, 3)),
+                                  np.arange(6.0).reshape(2, 3).T)
+    assert clip_convert.clip_rule("blocks.block_0.f_mlp.ln.g").path == ("block_0", "f_mlp", "ln", "scale")
+    assert clip_convert.clip_rule("transformer.resblocks.0.ln_1.weight") is None
