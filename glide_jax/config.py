@@ -16,6 +16,8 @@ offending key. Loading a config has no side effects.
 
 from __future__ import annotations
 
+import importlib.util
+import pathlib
 from typing import Any, Mapping
 
 import ml_collections
@@ -572,3 +574,32 @@ def clip_config_from_glide(clip_yaml: Mapping[str, Any]) -> ml_collections.Confi
     config.diffusion.noise_schedule = clip_yaml.get("beta_schedule", "squaredcos_cap_v2")
     validate_clip(config)
     return validate(config)
+
+
+# --- config files (owned by glide_jax.models helper) ---
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+    """Imports an experiment file and returns its `get_config()`.
+
+    Accepts ml_collections `config_flags` syntax: `configs/x.py` or
+    `configs/x.py:ARG`, which calls `get_config("ARG")`. The file is executed
+    as a fresh module each call (nothing is cached or registered).
+
+    Raises:
+      ConfigError: the file does not exist or defines no `get_config`.
+    """
+    text = str(path)
+    arg = None
+    file = pathlib.Path(text)
+    if not file.is_file() and ":" in text:
+        head, arg = text.rsplit(":", 1)
+        file = pathlib.Path(head)
+    if not file.is_file():
+        raise ConfigError(f"config file {file} does not exist")
+    spec = importlib.util.spec_from_file_location(f"_glide_jax_config_{file.stem}", file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    get_config = getattr(module, "get_config", None)
+    if not callable(get_config):
+        raise ConfigError(f"config file {file} defines no get_config()")
+    return get_config() if arg is None else get_config(arg)
+# --- end config files ---

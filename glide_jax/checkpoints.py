@@ -1,0 +1,98 @@
+"""Exported model checkpoints: a directory with `config.json` and `params.npz`.
+
+This is the hand-over format between the converter (released PyTorch
+weights), training (EMA params) and sampling. It restores without building
+the model: params are stored as a flat npz whose keys are "/"-joined Flax
+paths, uncompressed float32, so a save/load round trip is bit-exact.
+
+  directory/
+    config.json   config.to_json(): every section of the ml_collections config
+    params.npz    {"input_blocks_1_0/in_conv/kernel": float32 array, ...}
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+from flax import traverse_util
+
+CONFIG_FILE = "config.json"
+PARAMS_FILE = "params.npz"
+_SEP = "/"
+
+
+class CheckpointError(ValueError):
+    """An exported checkpoint is missing or malformed."""
+
+
+def _tuples(value: Any) -> Any:
+    """JSON has no tuples; configs use them for every sequence, so restore them."""
+    if isinstance(value, dict):
+        return {key: _tuples(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return tuple(_tuples(item) for item in value)
+    return value
+
+
+def save_model(directory: str | pathlib.Path, config: ml_collections.ConfigDict,
+               params: Mapping[str, Any]) -> pathlib.Path:
+    """Writes `config.json` and float32 `params.npz` into `directory`.
+
+    Args:
+      directory: created if needed; existing files of the same names are replaced.
+      config: the full config the params belong to.
+      params: the Flax params tree (with or without a top-level "params" key;
+        logical-partitioning boxes are unboxed; arrays may be sharded).
+
+    Returns:
+      The directory path.
+    """
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    params = nn.meta.unbox(dict(params))
+    if set(params) == {"params"}:
+        params = params["params"]
+    flat = traverse_util.flatten_dict(params, sep=_SEP)
+    arrays = {key: np.asarray(jax.device_get(value), dtype=np.float32) for key, value in flat.items()}
+    (directory / CONFIG_FILE).write_text(config.to_json(indent=2, sort_keys=True) + "\n")
+    tmp = directory / (PARAMS_FILE + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(directory / PARAMS_FILE)
+    return directory
+
+
+def load_config(directory: str | pathlib.Path) -> ml_collections.ConfigDict:
+    """Reads only `config.json` of an exported checkpoint."""
+    path = pathlib.Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"exported checkpoint config {path} does not exist")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
+    return ml_collections.ConfigDict(_tuples(raw))
+
+
+def load_model(directory: str | pathlib.Path) -> tuple[ml_collections.ConfigDict, dict]:
+    """Reads an exported checkpoint written by `save_model`.
+
+    Returns:
+      (config, params) where params is the nested Flax params tree (no
+      "params" wrapper) of float32 numpy arrays.
+    """
+    directory = pathlib.Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"exported checkpoint directory {directory} does not exist")
+    config = load_config(directory)
+    path = directory / PARAMS_FILE
+    if not path.is_file():
+        raise CheckpointError(f"exported checkpoint params {path} does not exist")
+    with np.load(path, allow_pickle=False) as data:
+        flat = {key: data[key] for key in data.files}
+    return config, traverse_util.unflatten_dict(flat, sep=_SEP)
