@@ -297,7 +297,7 @@ class ImageEncoder(nn.Module):
     def __call__(self, x: jax.Array, t: jax.Array) -> jax.Array:
         """Unnormalised embedding: x (B, S, S, 3) in [-1, 1], t (B,) int -> (B, n_embd) float32.
 
-        t are original diffusion steps (0..n_timesteps-1); out-of-range steps are clamped.
+        t are original diffusion steps (0..n_timesteps-1); others give NaN embeddings.
         """
         h = self.embed(x, t)
         for block in self.blocks:
