@@ -448,6 +448,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         _fail("text.tokenizer_path", None, "is required with text.tokenizer='sentencepiece'")
     _check_positive_int(config, "diffusion.steps")
     _check_choice(config, "diffusion.noise_schedule", NOISE_SCHEDULES)
+    if config.model.kind == "clip":
+        validate_clip(config)
     # --- data section (owned by glide_jax.data) ---
     if "data" in config:
         _validate_data(config)
