@@ -83,14 +83,14 @@ def random_mask(seed, size: int, spec: MaskSpec) -> np.ndarray:
     """One mask.
 
     Args:
-      seed: sequence of non-negative ints seeding this mask alone.
+      seed: sequence of ints seeding this mask alone (negative ones are taken mod 2**64).
       size: image height and width.
       spec: the distribution.
 
     Returns:
       (size, size, 1) float32, 1 = known pixel, 0 = to be inpainted.
     """
-    rng = np.random.default_rng([int(s) for s in seed])
+    rng = np.random.default_rng([int(s) % 2**64 for s in seed])  # TF seeds are signed int64
     if rng.uniform() < spec.rect_prob:
         known = _rectangle(rng, size, spec)
     else:
@@ -99,7 +99,7 @@ def random_mask(seed, size: int, spec: MaskSpec) -> np.ndarray:
 
 
 def random_masks(seeds: np.ndarray, size: int, spec: MaskSpec) -> np.ndarray:
-    """Masks for a batch: seeds (B, 2) non-negative ints -> (B, size, size, 1) float32."""
+    """Masks for a batch: seeds (B, 2) ints -> (B, size, size, 1) float32."""
     seeds = np.asarray(seeds)
     if seeds.ndim != 2:
         raise ValueError(f"seeds must be (B, 2), got shape {seeds.shape}")

@@ -1,0 +1,249 @@
+"""The sharded, deterministic, resumable input pipeline.
+
+    pipeline = create_input_pipeline(config, split="train", mesh=mesh, seed=0)
+    batch = next(pipeline)            # dict of global jax.Arrays
+    saved = pipeline.state()          # JSON-serialisable; store with the checkpoint
+    ...
+    pipeline.restore(saved)           # the next batch is the one after `saved`
+
+Order. Each host reads a disjoint, equal share of the split
+(`tfds.even_splits`). Epoch `e` is that share shuffled with a buffer seeded by
+(seed, e); epochs follow each other without a gap and batches may straddle
+them. Every example carries the seed `[seed, e * 2**32 + i]` (its index `i` in
+the shuffled epoch, folded with the host index) from which its crop, flip,
+caption choice, caption dropout and inpainting mask are drawn statelessly. A
+position is therefore just "batches delivered": restoring rebuilds the stream
+from the epoch it falls in and skips the examples already seen (skipping is
+done before decoding, so it costs reading at most one epoch of encoded data).
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from typing import Iterator
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from glide_jax.data import masks, preprocess, sources
+from glide_jax.data.tf_env import import_tensorflow, num_threads
+
+tf = import_tensorflow()
+
+STATE_FORMAT = "glide_jax.data.InputPipeline/1"
+UPSAMPLE_KINDS = ("upsample", "upsample_inpaint")
+INPAINT_KINDS = ("inpaint", "upsample_inpaint")
+DEFAULT_CAPTION_DROPOUT = 0.2  # GLIDE trains the unconditional model on 20% of examples
+
+
+def example_spec(config) -> preprocess.ExampleSpec:
+    """Image sizes and augmentation for `config.model.kind` (see ARCHITECTURE.md "Data")."""
+    kind, data = config.model.kind, config.data
+    size = config.clip.image_size if kind == "clip" else config.model.image_size
+    dropout = data.caption_dropout
+    if dropout is None:
+        dropout = 0.0 if kind == "clip" else DEFAULT_CAPTION_DROPOUT
+    low_res = None
+    if kind in UPSAMPLE_KINDS:
+        low_res = data.low_res_size or size // 4
+    return preprocess.ExampleSpec(
+        image_size=int(size),
+        low_res_size=None if low_res is None else int(low_res),
+        mask_size=int(size) if kind in INPAINT_KINDS else None,
+        random_crop=bool(data.random_crop),
+        random_flip=bool(data.random_flip),
+        caption_dropout=float(dropout),
+    )
+
+
+def text_length(config) -> int:
+    """Token row length: config.text.text_ctx, or config.clip.max_text_len for the CLIP."""
+    return int(config.clip.max_text_len if config.model.kind == "clip" else config.text.text_ctx)
+
+
+def tokenizer_config(config):
+    """config.text, except that the noised CLIP always reads CLIP BPE tokens (its vocabulary)."""
+    return {"tokenizer": "clip"} if config.model.kind == "clip" else config.text
+
+
+def batch_sharding(mesh, data_axes) -> NamedSharding:
+    """Batch dimension split over those of `data_axes` the mesh has; the rest replicated."""
+    axes = tuple(a for a in data_axes if a in mesh.axis_names)
+    return NamedSharding(mesh, PartitionSpec(axes if axes else None))
+
+
+class InputPipeline:
+    """An endless (or `num_epochs`-long) iterator of batches with a saveable position.
+
+    Build it with `create_input_pipeline`. Batches are dicts (see
+    ARCHITECTURE.md "Contracts"): global `jax.Array`s sharded over the mesh's
+    data axes when a mesh is given, else this host's numpy arrays.
+    """
+
+    def __init__(self, config, *, split, mesh, data_axes, seed, batch_size, process_index, process_count,
+                 tokenizer, num_epochs):
+        if batch_size % process_count:
+            raise ValueError(f"batch size {batch_size} (config.data.batch_size) is not divisible by the "
+                             f"{process_count} hosts")
+        self.split, self.seed, self.num_epochs = split, int(seed), num_epochs
+        self.process_index, self.process_count = process_index, process_count
+        self.global_batch_size, self.host_batch_size = batch_size, batch_size // process_count
+        self.spec = example_spec(config)
+        self._text_ctx = text_length(config)
+        self._threads = num_threads(config.data.num_threads)
+        self._prefetch = int(config.data.prefetch)
+        self._shuffle_buffer = int(config.data.shuffle_buffer)
+        self._mask_spec = masks.MaskSpec.from_config(config.data)
+        self._captions = preprocess.CaptionTokenizer(tokenizer, self._text_ctx)
+        self._host = sources.load_host_split(config.data, split, process_index, process_count)
+        if self._host.num_examples < self.host_batch_size:
+            raise ValueError(f"split {self._host.name!r} has {self._host.num_examples} examples per host, fewer "
+                             f"than the host batch size {self.host_batch_size}")
+        self._sharding = None if mesh is None else batch_sharding(mesh, data_axes)
+        if self._sharding is not None:
+            shards = math.prod(mesh.shape[a] for a in data_axes if a in mesh.axis_names)
+            if batch_size % shards:
+                raise ValueError(f"batch size {batch_size} is not divisible by the {shards} shards of mesh axes "
+                                 f"{tuple(data_axes)}")
+        self._position = 0
+        self._start(0)
+
+    @property
+    def examples_per_epoch(self) -> int:
+        """Examples in this host's share of the split."""
+        return self._host.num_examples
+
+    @property
+    def position(self) -> int:
+        """Batches delivered so far (the same on every host)."""
+        return self._position
+
+    def _examples(self, start_example: int):
+        """Shuffled, seeded, still-encoded examples from `start_example` (host count) on."""
+        n = self._host.num_examples
+        start_epoch, offset = divmod(start_example, n)
+        stop = self.num_epochs if self.num_epochs is not None else 2**62
+        base, buffer = self._host.dataset, min(self._shuffle_buffer, n)
+        seed, host = self.seed, self.process_index
+
+        def one_epoch(epoch):
+            shuffled = base.shuffle(buffer, seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
+
+            def attach(index, example):
+                example_seed = tf.stack([tf.constant(seed, tf.int64), epoch * 2**32 + index])
+                return {**example, "seed": tf.random.experimental.stateless_fold_in(example_seed, host)}
+
+            return shuffled.enumerate().map(attach)
+
+        return tf.data.Dataset.range(start_epoch, stop).flat_map(one_epoch).skip(offset)
+
+    def _dataset(self, start_example: int):
+        spec = self.spec
+        ds = self._examples(start_example)
+        ds = ds.map(lambda ex: preprocess.preprocess_example(ex, spec), num_parallel_calls=self._threads,
+                    deterministic=True)
+        ds = ds.batch(self.host_batch_size, drop_remainder=True)
+        ds = ds.map(lambda b: preprocess.finish_batch(b, spec, self._captions, self._mask_spec, self._text_ctx),
+                    num_parallel_calls=min(2, self._threads), deterministic=True)
+        ds = ds.prefetch(2)
+        options = tf.data.Options()
+        options.deterministic = True
+        options.threading.private_threadpool_size = self._threads
+        options.threading.max_intra_op_parallelism = 1
+        return ds.with_options(options)
+
+    def _start(self, position: int) -> None:
+        self._position = position
+        self._numpy = self._dataset(position * self.host_batch_size).as_numpy_iterator()
+        self._ready: collections.deque = collections.deque()
+
+    def _fill(self) -> None:
+        while len(self._ready) < max(1, self._prefetch):
+            try:
+                batch = next(self._numpy)
+            except StopIteration:
+                return
+            if self._sharding is not None:
+                batch = {k: jax.make_array_from_process_local_data(self._sharding, v) for k, v in batch.items()}
+            self._ready.append(batch)
+
+    def __iter__(self) -> Iterator[dict]:
+        return self
+
+    def __next__(self) -> dict:
+        self._fill()
+        if not self._ready:
+            raise StopIteration
+        self._position += 1
+        return self._ready.popleft()
+
+    def state(self) -> dict:
+        """The position as a JSON-serialisable dict; identical on every host."""
+        return {
+            "format": STATE_FORMAT,
+            "split": self.split,
+            "seed": self.seed,
+            "batches": self._position,
+            "global_batch_size": self.global_batch_size,
+            "process_count": self.process_count,
+            "examples_per_host": self._host.num_examples,
+        }
+
+    def restore(self, state: dict) -> None:
+        """Continues from a `state()`: the next batch is the one that followed it.
+
+        Raises:
+          ValueError if the state comes from a different split, seed, batch
+          size, host count or dataset size (the order would not match).
+        """
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"not an input pipeline state (format {state.get('format')!r}, want {STATE_FORMAT!r})")
+        mine = self.state()
+        for key in ("split", "seed", "global_batch_size", "process_count", "examples_per_host"):
+            if state.get(key) != mine[key]:
+                raise ValueError(f"input pipeline state has {key}={state.get(key)!r} but this pipeline has "
+                                 f"{mine[key]!r}; resuming would not reproduce the batch order")
+        self._start(int(state["batches"]))
+
+
+def create_input_pipeline(config, *, split: str = "train", mesh=None, data_axes=("data", "fsdp"), seed: int = 0,
+                          batch_size: int | None = None, process_index: int | None = None,
+                          process_count: int | None = None, tokenizer=None,
+                          num_epochs: int | None = None) -> InputPipeline:
+    """Builds (and, on first use, prepares the dataset for) the input pipeline.
+
+    Args:
+      config: the full config; uses `data`, `model` (kind, image_size), `text`
+        (tokenizer, text_ctx) and `clip` (image_size, max_text_len) sections.
+      split: dataset split to read.
+      mesh: a `jax.sharding.Mesh`: batches become global `jax.Array`s with the
+        batch dimension sharded over `data_axes`. None: this host's numpy batch.
+      data_axes: mesh axes the batch dimension is split over (missing ones are
+        ignored).
+      seed: fixes the order, the augmentation and the caption dropout.
+      batch_size: global batch size; None -> config.data.batch_size.
+      process_index, process_count: this host and the number of hosts; None ->
+        `jax.process_index()` / `jax.process_count()`. Overriding them (with
+        `mesh=None`) simulates hosts.
+      tokenizer: a `glide_jax.text` tokenizer; None -> `get_tokenizer(config.text)`
+        (the CLIP BPE tokenizer for kind "clip", see `tokenizer_config`).
+      num_epochs: stop after this many passes over the split; None -> endless.
+
+    Returns:
+      An `InputPipeline`.
+    """
+    if tokenizer is None:
+        from glide_jax.text import get_tokenizer  # pylint: disable=import-outside-toplevel
+
+        tokenizer = get_tokenizer(tokenizer_config(config))
+    process_index = jax.process_index() if process_index is None else int(process_index)
+    process_count = jax.process_count() if process_count is None else int(process_count)
+    if mesh is not None and process_count != jax.process_count():
+        raise ValueError("simulated hosts (process_count != jax.process_count()) need mesh=None")
+    return InputPipeline(
+        config, split=split, mesh=mesh, data_axes=tuple(data_axes), seed=seed,
+        batch_size=int(batch_size if batch_size is not None else config.data.batch_size),
+        process_index=process_index, process_count=process_count, tokenizer=tokenizer, num_epochs=num_epochs,
+    )
