@@ -1,0 +1,134 @@
+"""The user's folder (directory, JSONL, CSV) and TFDS catalogue datasets."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from glide_jax import config as config_lib
+from glide_jax import data
+from glide_jax.data import builders, sources
+from glide_jax.text import get_tokenizer
+
+
+class TinyCaptions(tfds.core.GeneratorBasedBuilder):
+    """A coco_captions look-alike: an image and a list of captions per example."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        # Plain DatasetInfo: this module is not in a package, so TFDS can't look up config files beside it.
+        return tfds.core.DatasetInfo(
+            builder=self,
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(None, None, 3)),
+                "captions": tfds.features.Sequence({"text": tfds.features.Text()}),
+            }))
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+        for i in range(12):
+            image = np.full((20 + i, 24, 3), 10 * i, np.uint8)
+            yield i, {"image": image, "captions": [{"text": f"example {i} caption {j}"} for j in range(3)]}
+
+
+def _folder_config(tiny_config, path, **data_overrides):
+    config = tiny_config(dataset="folder", folder_path=str(path), batch_size=2, **data_overrides)
+    config.text.text_ctx = 16
+    return config
+
+
+def _captions(batches, tokenizer):
+    return [tokenizer.decode(t[m].tolist()) for b in batches for t, m in zip(b["tokens"], b["mask"])]
+
+
+def test_folder_skips_corrupt_image_counts_and_names_it(tiny_config, image_folder, caplog):
+    config = _folder_config(tiny_config, image_folder)
+    with caplog.at_level(logging.WARNING):
+        report = sources.skipped_images(config.data)
+    assert report["skipped"] == {"train": 1}
+    assert report["skipped_files"]["train"] == [str(image_folder / "broken.jpg")]
+    assert report["empty_captions"] == {"train": 2}  # img2 has an empty .txt, img5 none
+    assert any("broken.jpg" in rec.getMessage() for rec in caplog.records)
+    tokenizer = get_tokenizer(config.text)
+    pipe = data.create_input_pipeline(config, seed=0, num_epochs=1)
+    batches = list(pipe)
+    assert pipe.examples_per_epoch == 6 and len(batches) == 3
+    captions = _captions(batches, tokenizer)
+    assert sorted(captions) == ["", ""] + [f"photo number {i}" for i in (0, 1, 3, 4)]
+    assert "a caption that must never appear" not in captions
+    unconditional = np.concatenate([b["mask"] for b in batches]).any(-1) == False  # noqa: E712
+    tokens = np.concatenate([b["tokens"] for b in batches])
+    assert unconditional.sum() == 2 and np.all(tokens[unconditional] == tokenizer.pad_token)
+    for batch in batches:
+        assert batch["image"].shape == (2, 32, 32, 3) and -1 <= batch["image"].min() <= batch["image"].max() <= 1
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_manifest_lists_paths_and_captions(tmp_path, tiny_config, image_folder, fmt):
+    rows = [{"path": str(image_folder / f"img{i}.png"), "caption": f"listed {i}"} for i in (0, 1, 3)]
+    rows.append({"path": str(image_folder / "broken.jpg"), "caption": "bad"})
+    rows.append({"path": str(tmp_path / "missing.png"), "caption": "gone"})
+    manifest = tmp_path / f"list.{fmt}"
+    if fmt == "jsonl":
+        manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    else:
+        manifest.write_text("path,caption\n" + "".join(f"{r['path']},{r['caption']}\n" for r in rows))
+    config = _folder_config(tiny_config, manifest)
+    report = sources.skipped_images(config.data)
+    assert report["skipped"] == {"train": 2}
+    assert sorted(report["skipped_files"]["train"]) == sorted([str(image_folder / "broken.jpg"),
+                                                                str(tmp_path / "missing.png")])
+    batches = list(data.create_input_pipeline(config, seed=0, batch_size=1, num_epochs=1))
+    assert sorted(_captions(batches, get_tokenizer(config.text))) == ["listed 0", "listed 1", "listed 3"]
+
+
+def test_folder_listing_errors_name_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="folder_path"):
+        builders.list_folder(tmp_path / "nope")
+    bad = tmp_path / "list.jsonl"
+    bad.write_text('{"caption": "no path"}\n')
+    with pytest.raises(ValueError, match="list.jsonl:1"):
+        builders.list_folder(bad)
+
+
+def test_catalogue_dataset_through_tfds_load(tiny_config, data_dir):
+    TinyCaptions(data_dir=str(data_dir)).download_and_prepare()
+    config = tiny_config(dataset="tfds", tfds_name="tiny_captions", image_key="image", text_key="captions/text",
+                         batch_size=4)
+    config.text.text_ctx = 16
+    tokenizer = get_tokenizer(config.text)
+    batches = list(data.create_input_pipeline(config, seed=0, num_epochs=1))
+    assert len(batches) == 3 and batches[0]["image"].shape == (4, 32, 32, 3)
+    picked = _captions(batches, tokenizer)
+    # One of each example's three captions, picked at random (not always the first).
+    indices = sorted(int(c.split()[1]) for c in picked)
+    assert indices == list(range(12))
+    assert len({c.split()[-1] for c in picked}) > 1
+    # Each image's grey level identifies its example; the caption must match it.
+    for batch, caps in zip(batches, np.array(picked).reshape(3, 4)):
+        levels = np.rint((batch["image"].mean((1, 2, 3)) + 1) * 127.5 / 10).astype(int)
+        assert [int(c.split()[1]) for c in caps] == levels.tolist()
+    assert sorted(data.iter_captions(config)) == sorted(f"example {i} caption {j}" for i in range(12) for j in range(3))
+    bad = tiny_config(dataset="tfds", tfds_name="tiny_captions", text_key="captions/words")
+    with pytest.raises(KeyError, match="config.data.text_key"):
+        data.create_input_pipeline(bad, seed=0)
+
+
+def test_data_config_errors_name_the_key():
+    config = config_lib.base_config()
+    config.data.dataset = "folder"
+    with pytest.raises(config_lib.ConfigError, match=r"config\.data\.folder_path"):
+        config_lib.validate(config)
+    config = config_lib.base_config()
+    config.data.mask_min_fraction = 0.9
+    with pytest.raises(config_lib.ConfigError, match=r"config\.data\.mask_min_fraction"):
+        config_lib.validate(config)
+    config = config_lib.base_config()
+    config.data.batch_size = 0
+    with pytest.raises(config_lib.ConfigError, match=r"config\.data\.batch_size"):
+        config_lib.validate(config)
