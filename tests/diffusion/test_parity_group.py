@@ -1,0 +1,36 @@
+"""The `diffusion` group of the parity tool."""
+
+import shutil
+
+import numpy as np
+
+from glide_jax.tools import parity, parity_diffusion
+
+FILES = ("diffusion_meta.json", "diffusion_ops.npz", "diffusion_schedules.npz",
+         "training_losses.npz", "training_losses_meta.json", "sampling_meta.json",
+         "sample_inpaint.npz", "inpaint_options.json")
+
+
+def test_all_rows_pass_on_the_fixtures(fixtures_dir):
+    lines = []
+    status = parity.main([str(fixtures_dir), "--only", "diffusion"], out=lines.append)
+    assert status == 0, "\n".join(line for line in lines if "FAIL" in line)
+    assert lines[-1].endswith(" 0 failed")
+    assert int(lines[-1].split()[0]) > 200  # every schedule table of every respacing
+
+
+def test_missing_array_or_file_fails_its_rows(fixtures_dir, tmp_path):
+    for name in FILES:
+        shutil.copy(fixtures_dir / name, tmp_path / name)
+    with np.load(tmp_path / "diffusion_ops.npz") as data:
+        arrays = {k: data[k] for k in data.files if k not in ("ddim_noise", "q_sample")}
+    np.savez(tmp_path / "diffusion_ops.npz", **arrays)
+    (tmp_path / "training_losses.npz").unlink()
+    rows = {check.name: check for check in parity_diffusion.checks(tmp_path)}
+    assert not rows["diffusion_ops:q_sample"].passed
+    assert "missing" in rows["diffusion_ops:q_sample"].error
+    assert not rows["diffusion_ops:ddim_sample_eta__sample"].passed
+    assert "ddim_noise" in rows["diffusion_ops:ddim_sample_eta__sample"].error
+    assert rows["diffusion_ops:p_sample__sample"].passed
+    assert not rows["training_losses: (files)"].passed
+    assert rows["sample_inpaint(replay):final"].passed
