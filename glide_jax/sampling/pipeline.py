@@ -1,0 +1,387 @@
+"""GLIDE's sampling cascade: exported checkpoints -> prompts -> uint8 images.
+
+    pipe = load_pipeline("ckpt/base", upsample="ckpt/upsample")
+    images = pipe.generate(["a red circle", "a blue square"], {"seed": 1})
+    # images: uint8 (2, 256, 256, 3)
+
+Modes, chosen by the checkpoints given (as in glide-text2im's notebooks):
+
+* text2im: base model with classifier-free guidance (`guidance_scale`);
+* CLIP guidance: with a noised CLIP checkpoint the base model runs without
+  classifier-free guidance and the CLIP gradient shifts each step's mean;
+* inpainting: an `inpaint` base model (and an `upsample_inpaint` upsampler)
+  with a source image and mask (`load_inpaint_inputs`); every x_0
+  prediction gets the known pixels pasted in.
+
+Speed: prompts are tokenized once; each batch is one call of a jitted
+program per stage, which encodes the text once and then runs the whole
+reverse loop (`lax.scan`) on device. A program is traced and compiled once
+per (stage, respacing, sampler, batch shape) and reused by every later batch
+(the last batch is padded to the same size). The batch axis is sharded over a
+1-D mesh of all local devices; parameters are replicated. The guidance
+scales and the temperature are traced values, so changing them does not
+recompile.
+
+Randomness: batch i uses `fold_in(PRNGKey(seed), i)`, split into the base and
+upsampler keys, so a run is reproducible from its seed and batch layout.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import pathlib
+from typing import Any, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from tqdm import tqdm
+
+from glide_jax import checkpoints
+from glide_jax import config as config_lib
+from glide_jax.diffusion import diffusion_from_config
+from glide_jax.models import factory
+from glide_jax.sampling import batching, prompts as prompts_lib, stages
+from glide_jax.sampling import images as images_lib
+from glide_jax.sampling.errors import SamplingError
+
+# role (the sample.py flag) -> model kinds it accepts
+ROLE_KINDS = {"base": ("base", "inpaint"), "upsample": ("upsample", "upsample_inpaint"), "clip": ("clip",)}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """One exported checkpoint, ready to sample with.
+
+    Attributes:
+      path: the checkpoint directory.
+      role: "base", "upsample" or "clip" (names the flag in errors).
+      config: its full config (config.json).
+      module: the Flax module built from it.
+      variables: {"params": tree}, replicated over the mesh.
+      tokenizer: the tokenizer of its text encoder.
+    """
+
+    path: pathlib.Path
+    role: str
+    config: ml_collections.ConfigDict
+    module: Any
+    variables: Any
+    tokenizer: Any
+
+    @property
+    def kind(self) -> str:
+        return self.config.model.kind
+
+    @property
+    def what(self) -> str:
+        return f"--{self.role} checkpoint {self.path}"
+
+
+def _read_checkpoint(path: pathlib.Path, role: str):
+    flag = f"--{role}"
+    if not path.exists():
+        raise SamplingError(f"{flag} checkpoint {path} does not exist")
+    try:
+        config, params = checkpoints.load_model(path)
+        config_lib.validate(config)
+    except (checkpoints.CheckpointError, config_lib.ConfigError, OSError, ValueError) as exc:
+        raise SamplingError(f"cannot load {flag} checkpoint {path}: {exc}") from None
+    kind = config.model.kind
+    if kind not in ROLE_KINDS[role]:
+        wanted = " or ".join(repr(k) for k in ROLE_KINDS[role])
+        raise SamplingError(f"{flag} checkpoint {path} holds a {kind!r} model (config.json model.kind); "
+                            f"{flag} needs {wanted}")
+    return config, params
+
+
+def _check_params(module, config, params, what: str) -> None:
+    """Fails with the first differences if params do not fit the module of config."""
+    inputs = factory.example_inputs(config, 1)
+    expected = nn.meta.unbox(jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), **inputs)))["params"]
+    flat_expected = {"/".join(k): v.shape for k, v in _flatten(expected)}
+    flat_actual = {"/".join(k): np.shape(v) for k, v in _flatten(params)}
+    problems = [f"missing {k}" for k in flat_expected if k not in flat_actual]
+    problems += [f"unexpected {k}" for k in flat_actual if k not in flat_expected]
+    problems += [f"{k} has shape {flat_actual[k]}, expected {s}" for k, s in flat_expected.items()
+                 if k in flat_actual and tuple(flat_actual[k]) != tuple(s)]
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise SamplingError(f"{what}: params do not match its config.json: {'; '.join(problems[:3])}{more}")
+
+
+def _flatten(tree, prefix=()):
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            yield from _flatten(value, prefix + (key,))
+        else:
+            yield prefix + (key,), value
+
+
+def _tokenizer(config, what: str):
+    from glide_jax import text  # the tokenizers load vocabulary files; import when needed
+
+    try:
+        if config.model.kind == "clip":
+            tokenizer = text.CLIPTokenizer.default()
+            prompts_lib.check_vocabulary(tokenizer, config.clip.n_vocab, what)
+        else:
+            tokenizer = text.get_tokenizer(config.text)
+            prompts_lib.check_vocabulary(tokenizer, config.text.n_vocab, what)
+    except (KeyError, ValueError, OSError) as exc:
+        if isinstance(exc, SamplingError):
+            raise
+        raise SamplingError(f"{what}: cannot build its tokenizer: {exc}") from None
+    return tokenizer
+
+
+def load_model(path: str | pathlib.Path, role: str, mesh) -> LoadedModel:
+    """Reads, checks and places one exported checkpoint (see `ROLE_KINDS`)."""
+    path = pathlib.Path(path)
+    config, params = _read_checkpoint(path, role)
+    what = f"--{role} checkpoint {path}"
+    module = factory.create_model(config)
+    _check_params(module, config, params, what)
+    tokenizer = _tokenizer(config, what)
+    variables = jax.device_put(stages.as_variables(params), batching.replicated(mesh))
+    return LoadedModel(path, role, config, module, variables, tokenizer)
+
+
+def load_pipeline(base: str | pathlib.Path, upsample: str | pathlib.Path | None = None,
+                  clip: str | pathlib.Path | None = None, *,
+                  devices: Sequence[jax.Device] | None = None) -> "Pipeline":
+    """Loads the cascade from exported checkpoints (glide_jax.checkpoints format).
+
+    Args:
+      base: the base ("base") or inpainting ("inpaint") model.
+      upsample: optional upsampler ("upsample", or "upsample_inpaint" with an
+        inpainting base).
+      clip: optional noised CLIP ("clip"): CLIP guidance instead of
+        classifier-free guidance.
+      devices: devices of the 1-D batch mesh; default all local devices.
+
+    Raises:
+      SamplingError: a missing or unreadable checkpoint, a model of the wrong
+        kind, params that do not fit their config, or mismatched models.
+    """
+    mesh = batching.make_mesh(devices)
+    models = {"base": load_model(base, "base", mesh)}
+    if upsample is not None:
+        models["upsample"] = load_model(upsample, "upsample", mesh)
+    if clip is not None:
+        models["clip"] = load_model(clip, "clip", mesh)
+    return Pipeline(models["base"], models.get("upsample"), models.get("clip"), mesh)
+
+
+class Pipeline:
+    """The loaded models, the mesh and the compiled per-stage programs.
+
+    Attributes:
+      base, upsampler, clip: `LoadedModel`s (upsampler and clip may be None).
+      mesh: the 1-D "data" mesh the batch is sharded over.
+      trace_counts: stage name -> how many times its program was traced
+        (each trace is one compilation); a run of many batches traces each
+        stage once.
+    """
+
+    def __init__(self, base: LoadedModel, upsampler: LoadedModel | None = None,
+                 clip: LoadedModel | None = None, mesh=None):
+        self.base, self.upsampler, self.clip = base, upsampler, clip
+        self.mesh = mesh if mesh is not None else batching.make_mesh()
+        self.trace_counts: collections.Counter = collections.Counter()
+        self._programs: dict = {}
+        self._check_models()
+
+    def _check_models(self) -> None:
+        if self.upsampler is not None:
+            wanted = "upsample_inpaint" if self.base.kind == "inpaint" else "upsample"
+            if self.upsampler.kind != wanted:
+                raise SamplingError(f"{self.upsampler.what} is a {self.upsampler.kind!r} model but the base "
+                                    f"model is {self.base.kind!r}; it needs a {wanted!r} upsampler")
+        if self.clip is not None and self.clip.config.clip.image_size != self.base.module.image_size:
+            raise SamplingError(f"{self.clip.what} sees {self.clip.config.clip.image_size} px images but the "
+                                f"base model makes {self.base.module.image_size} px")
+
+    @property
+    def num_devices(self) -> int:
+        return int(self.mesh.devices.size)
+
+    @property
+    def image_size(self) -> int:
+        """Side of the generated images (the upsampler's, if any)."""
+        return (self.upsampler or self.base).module.image_size
+
+    def mode(self, inpaint=None) -> str:
+        """"inpaint", "clip" or "text2im" (classifier-free guidance)."""
+        if inpaint is not None or self.base.kind == "inpaint":
+            return "inpaint"
+        return "clip" if self.clip is not None else "text2im"
+
+    def load_inpaint_inputs(self, image_path, mask_path) -> images_lib.InpaintInputs:
+        """The source image and mask (white = keep) at the base and upsampler sizes."""
+        up_size = self.upsampler.module.image_size if self.upsampler is not None else None
+        return images_lib.load_inpaint_inputs(image_path, mask_path, self.base.module.image_size, up_size)
+
+    # ----------------------------------------------------------------- programs
+
+    def _diffusion(self, model: LoadedModel, respacing: str, flag: str):
+        try:
+            return diffusion_from_config(model.config.diffusion, respacing)
+        except ValueError as exc:
+            raise SamplingError(f"{flag} {respacing!r}: {exc}") from None
+
+    def _program(self, stage: str, respacing: str, sampler: str):
+        """The jitted program of a stage; jit compiles it once per input shape."""
+        key = (stage, respacing, sampler)
+        if key not in self._programs:
+            build = self._build_base if stage == "base" else self._build_upsample
+            self._programs[key] = build(respacing, sampler)
+        return self._programs[key]
+
+    def _constrain(self):
+        sharding = batching.batch_sharding(self.mesh)
+        return lambda a: jax.lax.with_sharding_constraint(a, sharding)
+
+    def _build_base(self, respacing: str, sampler: str):
+        diffusion = self._diffusion(self.base, respacing, "--steps")
+        model, clip, constrain = self.base, self.clip, self._constrain()
+
+        def run(variables, clip_variables, inputs, key):
+            self.trace_counts["base"] += 1
+            cond_fn = None
+            if clip is not None:
+                from glide_jax.models.clip import clip_cond_fn
+
+                cond_fn = clip_cond_fn(clip.module, clip_variables, inputs["clip_tokens"],
+                                       inputs["clip_lens"], inputs["clip_scale"])
+            inpaint = None
+            if "inpaint_image" in inputs:
+                inpaint = stages.InpaintArrays(inputs["inpaint_image"], inputs["inpaint_mask"])
+            scale = inputs.get("guidance_scale")
+            samples = stages.sample_base(model.module, variables, diffusion, sampler,
+                                         tokens=inputs["tokens"], mask=inputs["mask"],
+                                         guidance_scale=scale, cond_fn=cond_fn, inpaint=inpaint,
+                                         key=key, constrain=constrain)
+            rows = inputs["tokens"].shape[0] // (2 if scale is not None else 1)
+            return samples[:rows]
+
+        return jax.jit(run, out_shardings=batching.batch_sharding(self.mesh))
+
+    def _build_upsample(self, respacing: str, sampler: str):
+        diffusion = self._diffusion(self.upsampler, respacing, "--upsample-steps")
+        model, constrain = self.upsampler, self._constrain()
+
+        def run(variables, inputs, base_samples, key):
+            self.trace_counts["upsample"] += 1
+            inpaint = None
+            if "inpaint_image" in inputs:
+                inpaint = stages.InpaintArrays(inputs["inpaint_image"], inputs["inpaint_mask"])
+            return stages.sample_upsample(model.module, variables, diffusion, sampler,
+                                          base_samples=base_samples, tokens=inputs["tokens"],
+                                          mask=inputs["mask"], temperature=inputs["temperature"],
+                                          inpaint=inpaint, key=key, constrain=constrain)
+
+        return jax.jit(run, out_shardings=batching.batch_sharding(self.mesh))
+
+    # ------------------------------------------------------------------ inputs
+
+    def _put(self, batch_arrays: Mapping[str, Any], replicated_arrays: Mapping[str, Any]) -> dict:
+        rows = batching.batch_sharding(self.mesh)
+        same = batching.replicated(self.mesh)
+        placed = {k: jax.device_put(np.asarray(v), rows) for k, v in batch_arrays.items()}
+        placed.update({k: jax.device_put(np.asarray(v, np.float32), same) for k, v in replicated_arrays.items()})
+        return placed
+
+    def _base_inputs(self, batch: batching.Batch, settings, inpaint) -> dict:
+        config = self.base.config
+        tokens, mask = prompts_lib.tokenize(self.base.tokenizer, batch.prompts, config.text.text_ctx,
+                                            "the base model")
+        shared = {}
+        if self.clip is None:
+            # Classifier-free guidance: [B captions; B empty captions].
+            empty_tokens, empty_mask = prompts_lib.tokenize(
+                self.base.tokenizer, [""] * len(batch.prompts), config.text.text_ctx, "the base model")
+            tokens, mask = np.concatenate([tokens, empty_tokens]), np.concatenate([mask, empty_mask])
+            shared["guidance_scale"] = settings.guidance_scale
+        batch_arrays = {"tokens": tokens, "mask": mask}
+        if self.clip is not None:
+            clip_tokens, clip_lens = prompts_lib.tokenize_clip(
+                self.clip.tokenizer, batch.prompts, self.clip.config.clip.max_text_len)
+            batch_arrays.update(clip_tokens=clip_tokens, clip_lens=clip_lens)
+            shared["clip_scale"] = settings.clip_guidance_scale
+        if inpaint is not None:
+            shared.update(inpaint_image=inpaint.image, inpaint_mask=inpaint.mask)
+        return self._put(batch_arrays, shared)
+
+    def _upsample_inputs(self, batch: batching.Batch, settings, inpaint) -> dict:
+        tokens, mask = prompts_lib.tokenize(self.upsampler.tokenizer, batch.prompts,
+                                            self.upsampler.config.text.text_ctx, "the upsampler")
+        shared = {"temperature": settings.upsample_temp}
+        if inpaint is not None:
+            shared.update(inpaint_image=inpaint.image_up, inpaint_mask=inpaint.mask_up)
+        return self._put({"tokens": tokens, "mask": mask}, shared)
+
+    # ---------------------------------------------------------------- generate
+
+    def settings(self, sample_config=None) -> ml_collections.ConfigDict:
+        """config.sample defaults overridden by `sample_config` (a mapping), validated."""
+        config = ml_collections.ConfigDict({"sample": config_lib.sample_defaults()})
+        for key, value in dict(sample_config or {}).items():
+            if key not in config.sample:
+                raise SamplingError(f"unknown sample setting {key!r}; known: {', '.join(config.sample)}")
+            config.sample[key] = value
+        config_lib.validate_sample(config)
+        return config.sample
+
+    def _check_inpaint(self, inpaint) -> None:
+        if self.base.kind == "inpaint" and inpaint is None:
+            raise SamplingError(f"{self.base.what} is an inpainting model: give a source image and mask "
+                                "(--image and --mask)")
+        if self.base.kind != "inpaint" and inpaint is not None:
+            raise SamplingError(f"inpainting (--image/--mask) needs an 'inpaint' base model; "
+                                f"{self.base.what} is {self.base.kind!r}")
+        if inpaint is not None and self.upsampler is not None and inpaint.image_up is None:
+            raise SamplingError("the inpainting inputs lack the upsampler's resolution; "
+                                "load them with Pipeline.load_inpaint_inputs")
+
+    def generate(self, prompts: Sequence[str], sample_config=None, *,
+                 inpaint: images_lib.InpaintInputs | None = None, progress: bool = False) -> np.ndarray:
+        """Samples one image per prompt.
+
+        Args:
+          prompts: N >= 1 strings (longer ones than a model's text context are
+            truncated with a PromptTruncatedWarning).
+          sample_config: overrides of `config.sample` (a mapping or ConfigDict:
+            steps, sampler, guidance_scale, clip_guidance_scale,
+            upsample_steps, upsample_sampler, upsample_temp, batch_size, seed).
+          inpaint: source image and mask from `load_inpaint_inputs` (required
+            exactly when the base model inpaints).
+          progress: show a tqdm bar over batches.
+
+        Returns:
+          uint8 (N, S, S, 3) images, S = `image_size`.
+        """
+        if isinstance(prompts, str):
+            raise TypeError("prompts must be a list of strings, not a single string")
+        settings = self.settings(sample_config)
+        self._check_inpaint(inpaint)
+        plan = batching.plan_batches(prompts, settings.batch_size, self.num_devices)
+        base_run = self._program("base", settings.steps, settings.sampler)
+        up_run = None
+        if self.upsampler is not None:
+            up_run = self._program("upsample", settings.upsample_steps, settings.upsample_sampler)
+        root = jax.random.PRNGKey(settings.seed)
+        clip_variables = self.clip.variables if self.clip is not None else None
+        outputs = []
+        for batch in tqdm(plan, desc="sampling", unit="batch", disable=not progress):
+            base_key, up_key = jax.random.split(jax.random.fold_in(root, batch.index))
+            samples = base_run(self.base.variables, clip_variables,
+                               self._base_inputs(batch, settings, inpaint), base_key)
+            if up_run is not None:
+                samples = up_run(self.upsampler.variables, self._upsample_inputs(batch, settings, inpaint),
+                                 samples, up_key)
+            outputs.append(images_lib.to_uint8(jax.device_get(samples))[: batch.num_real])
+        return np.concatenate(outputs)

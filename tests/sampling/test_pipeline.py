@@ -1,0 +1,104 @@
+"""The sampling pipeline end to end on tiny checkpoints (glide_jax.sampling.pipeline)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from glide_jax.diffusion import create_gaussian_diffusion
+from glide_jax.sampling import SamplingError, load_pipeline, stages
+from glide_jax.sampling.errors import PromptTruncatedWarning
+
+SETTINGS = {"steps": "4", "batch_size": 8}
+PROMPTS = ["a red circle", "a blue square", "two green stars"]
+
+
+@pytest.fixture(scope="module")
+def base_pipe(tiny_checkpoints):
+    return load_pipeline(tiny_checkpoints["base"])
+
+
+def test_same_seed_same_images_new_seed_new_images(base_pipe):
+    first = base_pipe.generate(PROMPTS, dict(SETTINGS, seed=3))
+    again = base_pipe.generate(PROMPTS, dict(SETTINGS, seed=3))
+    other = base_pipe.generate(PROMPTS, dict(SETTINGS, seed=4))
+    assert first.shape == (3, 16, 16, 3) and first.dtype == np.uint8
+    np.testing.assert_array_equal(first, again)
+    assert np.abs(first.astype(int) - other.astype(int)).mean() > 10
+    # Different prompts in one batch give different images.
+    assert np.abs(first[0].astype(int) - first[1].astype(int)).mean() > 1
+
+
+def test_later_batches_reuse_the_compiled_program(base_pipe):
+    base_pipe.generate(PROMPTS, SETTINGS)
+    traces = base_pipe.trace_counts["base"]
+    # 10 prompts in batches of 4 -> 3 batches, each padded to 8 rows (8 devices).
+    images = base_pipe.generate([f"prompt {i}" for i in range(10)],
+                                dict(SETTINGS, batch_size=4, guidance_scale=5.0))
+    assert images.shape == (10, 16, 16, 3)
+    assert base_pipe.trace_counts["base"] == traces == 1
+
+
+def test_eight_devices_equal_one(base_pipe, tiny_checkpoints):
+    assert base_pipe.num_devices == 8
+    single = load_pipeline(tiny_checkpoints["base"], devices=jax.local_devices()[:1])
+    prompts = [f"shape {i}" for i in range(8)]
+    on_eight = base_pipe.generate(prompts, dict(SETTINGS, seed=5))
+    on_one = single.generate(prompts, dict(SETTINGS, seed=5))
+    # Per-device batches of 1 vs 8 round float32 sums differently; DDPM amplifies
+    # that at its noisiest step, so a few values land one uint8 level apart.
+    assert np.abs(on_eight.astype(int) - on_one.astype(int)).max() <= 1
+    assert (on_eight == on_one).mean() > 0.99
+
+
+def test_long_prompt_is_truncated_with_a_warning(base_pipe):
+    with pytest.warns(PromptTruncatedWarning, match="keeps the first 8"):
+        base_pipe.generate(["a very long prompt with many more words than eight tokens"], SETTINGS)
+
+
+def test_guidance_scale_one_equals_the_conditional_model(base_pipe):
+    model = base_pipe.base
+    diffusion = create_gaussian_diffusion(1000, "squaredcos_cap_v2", "ddim4")
+    tokens = jnp.asarray(np.random.default_rng(0).integers(0, 1000, (2, 8)), jnp.int32)
+    mask = jnp.ones((2, 8), bool)
+    empty_tokens = jnp.full((2, 8), model.tokenizer.pad_token, jnp.int32)
+    noise = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 3))
+    run = lambda **kw: stages.sample_base(model.module, model.variables, diffusion, "ddim", **kw)  # noqa: E731
+    guided = run(tokens=jnp.concatenate([tokens, empty_tokens]), mask=jnp.concatenate([mask, ~mask]),
+                 guidance_scale=1.0, noise=jnp.concatenate([noise, noise]))
+    conditional = run(tokens=tokens, mask=mask, guidance_scale=None, noise=noise)
+    np.testing.assert_allclose(guided[:2], conditional, atol=1e-4)
+    stronger = run(tokens=jnp.concatenate([tokens, empty_tokens]), mask=jnp.concatenate([mask, ~mask]),
+                   guidance_scale=4.0, noise=jnp.concatenate([noise, noise]))
+    assert float(jnp.abs(stronger[:2] - conditional).max()) > 1e-2
+
+
+def test_clip_guidance_end_to_end(tiny_checkpoints):
+    pipe = load_pipeline(tiny_checkpoints["base"], clip=tiny_checkpoints["clip"])
+    assert pipe.mode() == "clip"
+    plain = pipe.generate(PROMPTS[:2], dict(SETTINGS, clip_guidance_scale=0.0))
+    guided = pipe.generate(PROMPTS[:2], dict(SETTINGS, clip_guidance_scale=500.0))
+    assert guided.shape == (2, 16, 16, 3)
+    assert np.abs(plain.astype(int) - guided.astype(int)).max() > 0  # the gradient acts
+    assert pipe.trace_counts["base"] == 1  # the scale is traced, not baked in
+
+
+def test_checkpoint_errors_name_the_problem(tiny_checkpoints, tmp_path):
+    with pytest.raises(SamplingError, match=r"--base checkpoint .*nowhere does not exist"):
+        load_pipeline(tmp_path / "nowhere")
+    with pytest.raises(SamplingError, match=r"holds a 'upsample' model .* --base needs 'base' or 'inpaint'"):
+        load_pipeline(tiny_checkpoints["upsample"])
+    with pytest.raises(SamplingError, match=r"--upsample checkpoint .* is a 'upsample' model but the base"):
+        load_pipeline(tiny_checkpoints["inpaint"], upsample=tiny_checkpoints["upsample"])
+    with pytest.raises(SamplingError, match="cannot load --clip checkpoint"):
+        load_pipeline(tiny_checkpoints["base"], clip=tmp_path)
+
+
+def test_inpainting_needs_its_inputs(tiny_checkpoints, base_pipe):
+    pipe = load_pipeline(tiny_checkpoints["inpaint"])
+    with pytest.raises(SamplingError, match="is an inpainting model: give a source image and mask"):
+        pipe.generate(["x"], SETTINGS)
+    with pytest.raises(SamplingError, match="needs an 'inpaint' base model"):
+        base_pipe.generate(["x"], SETTINGS, inpaint=object())
+    with pytest.raises(SamplingError, match="unknown sample setting 'stepz'"):
+        base_pipe.generate(["x"], {"stepz": "4"})
