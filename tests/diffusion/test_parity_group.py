@@ -34,3 +34,16 @@ def test_missing_array_or_file_fails_its_rows(fixtures_dir, tmp_path):
     assert rows["diffusion_ops:p_sample__sample"].passed
     assert not rows["training_losses: (files)"].passed
     assert rows["sample_inpaint(replay):final"].passed
+
+
+def test_per_row_comparison_judges_each_row_by_its_own_scale():
+    expected = np.stack([np.full((2, 2), 1e-3), np.full((2, 2), 1e3)])
+    off_small_row = expected.copy()
+    off_small_row[0, 0, 0] += 1e-6  # 1e-3 of row 0's scale, 1e-9 of the array's
+    check = parity_diffusion.compare_per_row("x", off_small_row, expected, 1e-5)
+    assert not check.passed and abs(check.rel - 1e-3) < 1e-6
+    near_zero = expected.copy()
+    near_zero[1, 0, 0] = 1e-4  # a cancellation result inside a large row
+    close = near_zero.copy()
+    close[1, 0, 0] += 1e-4  # 1e-7 of row 1's scale
+    assert parity_diffusion.compare_per_row("x", close, near_zero, 1e-5).passed
