@@ -122,7 +122,7 @@ class GaussianDiffusion:
         if betas.ndim != 1 or not betas.size or not ((betas > 0).all() and (betas <= 1).all()):
             value_range = f"[{betas.min()}, {betas.max()}]" if betas.size else "empty"
             raise ValueError(f"betas must be 1-D with values in (0, 1], got shape {betas.shape}, "
-                             f"range {value_range} (the linear schedule needs >= 50 steps)")
+                             f"range {value_range} (a linear schedule needs at least 50 steps)")
         timestep_map = np.array(self.timestep_map, dtype=np.int64)
         if timestep_map.shape != betas.shape:
             raise ValueError(f"timestep_map {timestep_map.shape} must match betas {betas.shape}")

@@ -149,7 +149,7 @@ def test_bad_inputs_are_named():
         diffusion.q_sample(x, jnp.zeros((3,), jnp.int32), x)
     with pytest.raises(ValueError, match="model_var_type"):
         create_gaussian_diffusion(10, "squaredcos_cap_v2", model_var_type="wide")
-    with pytest.raises(ValueError, match="needs >= 50 steps"):
+    with pytest.raises(ValueError, match="at least 50 steps"):
         create_gaussian_diffusion(10, "linear")
 
 
