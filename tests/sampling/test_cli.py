@@ -1,0 +1,113 @@
+"""sample.py end to end: PNGs, grid, settings.json, inpainting, errors, fixture checkpoints."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from glide_jax.convert.__main__ import main as convert_main
+from glide_jax.sampling import cli
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+FAST = ["--steps", "4", "--upsample-steps", "ddim4", "--no-progress"]
+
+
+def _read(path):
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def test_cascade_writes_pngs_grid_and_settings(tiny_checkpoints, tmp_path):
+    prompts_file = tmp_path / "prompts.txt"
+    prompts_file.write_text("a red circle\n\na blue square\ntwo green stars\n")
+    out = tmp_path / "out"
+    status = cli.main(["--base", str(tiny_checkpoints["base"]), "--upsample", str(tiny_checkpoints["upsample"]),
+                       "--prompts-file", str(prompts_file), "--out", str(out), "--seed", "11",
+                       "--guidance-scale", "2.5", *FAST])
+    assert status == 0
+    files = sorted(p.name for p in out.glob("0*.png"))
+    assert files == ["0000.png", "0001.png", "0002.png"]
+    for name in files:
+        assert _read(out / name).shape == (32, 32, 3)
+    assert _read(out / "grid.png").shape == (2 * 34 + 2, 2 * 34 + 2, 3)  # 2 x 2 tiles, 2 px padding
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["prompts"] == ["a red circle", "a blue square", "two green stars"]
+    assert settings["sample"]["seed"] == 11 and settings["sample"]["guidance_scale"] == 2.5
+    assert settings["sample"]["steps"] == "4" and settings["sample"]["upsample_temp"] == 0.997
+    assert settings["checkpoints"]["upsample"] == str(pathlib.Path(tiny_checkpoints["upsample"]).resolve())
+    assert settings["mode"] == "text2im" and settings["files"] == files
+
+
+def test_inpainting_keeps_the_white_region(tiny_checkpoints, tmp_path):
+    rng = np.random.default_rng(0)
+    source = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    Image.fromarray(source).save(tmp_path / "image.png")
+    mask = np.zeros((24, 24), np.uint8)
+    mask[:12] = 255  # keep the top half, generate the bottom half
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    out = tmp_path / "out"
+    status = cli.main(["--base", str(tiny_checkpoints["inpaint"]),
+                       "--upsample", str(tiny_checkpoints["upsample_inpaint"]),
+                       "--prompt", "a red circle", "a cat", "--image", str(tmp_path / "image.png"),
+                       "--mask", str(tmp_path / "mask.png"), "--out", str(out), *FAST])
+    assert status == 0
+    result = _read(out / "0001.png").astype(int)
+    expected = np.asarray(Image.fromarray(source).resize((32, 32), Image.BICUBIC)).astype(int)
+    # The last step's x_0 has the known pixels pasted in, at both resolutions.
+    assert np.abs(result[:16] - expected[:16]).max() <= 1
+    assert np.abs(result[16:] - expected[16:]).mean() > 10
+    assert json.loads((out / "settings.json").read_text())["mode"] == "inpaint"
+
+
+def _sample_py(*args, timeout=600):
+    return subprocess.run([sys.executable, str(REPO / "sample.py"), *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_bad_input_is_one_line_without_traceback(tiny_checkpoints, tmp_path):
+    (tmp_path / "mask.png").write_bytes(b"garbage")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "image.png")
+    cases = [
+        (["--base", tmp_path / "missing"], "--base checkpoint", "missing does not exist"),
+        (["--base", tiny_checkpoints["upsample"]], "holds a 'upsample' model", "--base needs"),
+        (["--base", tiny_checkpoints["inpaint"], "--image", tmp_path / "image.png", "--mask",
+          tmp_path / "mask.png"], "mask", "is not a readable image"),
+    ]
+    for args, *fragments in cases:
+        result = _sample_py(*args, "--prompt", "x", "--out", tmp_path / "out", *FAST)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert lines[-1].startswith("error: ") and "Traceback" not in result.stderr
+        assert all(f in lines[-1] for f in fragments), lines[-1]
+
+
+@pytest.fixture(scope="module")
+def fixture_base(fixtures_dir, tmp_path_factory):
+    """base.pt of the reference fixtures, converted with the user-facing converter."""
+    out = tmp_path_factory.mktemp("fixture_base") / "base"
+    assert convert_main([str(fixtures_dir / "base.pt"), "--kind", "base", "--options",
+                         str(fixtures_dir / "base_options.json"), "--output", str(out)], out=print) == 0
+    return out
+
+
+def test_sample_py_on_checkpoints_converted_from_the_fixtures(fixture_base, tmp_path):
+    from glide_jax.text import train_sentencepiece
+
+    # The fixture model has a 512-row token embedding: GPT-2 ids do not fit.
+    result = _sample_py("--base", fixture_base, "--prompt", "x", "--out", tmp_path / "bad", *FAST)
+    assert result.returncode == 2 and "has 512 rows" in result.stderr
+    # With a tokenizer of at most 512 ids in its config it samples.
+    sp_model = train_sentencepiece(["a red circle", "a blue square", "two green stars"] * 5, 40,
+                                   tmp_path / "tok.model", model_type="char")
+    config_path = fixture_base / "config.json"
+    config = json.loads(config_path.read_text())
+    config["text"].update(tokenizer="sentencepiece", tokenizer_path=str(sp_model))
+    config_path.write_text(json.dumps(config))
+    result = _sample_py("--base", fixture_base, "--prompt", "a red circle", "a blue square",
+                        "--out", tmp_path / "out", "--batch-size", "1", *FAST)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["0000.png", "0001.png", "grid.png"]
+    assert _read(tmp_path / "out" / "0000.png").shape == (32, 32, 3)
