@@ -114,18 +114,23 @@ def diffusion_defaults() -> ml_collections.ConfigDict:
 
 
 def data_defaults() -> ml_collections.ConfigDict:
-    """The input pipeline (glide_jax.data): dataset source, augmentation, batching."""
+    """The input pipeline (glide_jax.data): dataset source, augmentation, batching.
+
+    Optional fields are typed placeholders (None until set) so that
+    `--config.data.data_dir=...` overrides work from the command line.
+    """
+    placeholder = ml_collections.config_dict.placeholder
     return ml_collections.ConfigDict(
         dict(
             dataset="glide_shapes",  # glide_shapes | folder | tfds
-            data_dir=None,  # TFDS data dir; None -> ~/tensorflow_datasets
+            data_dir=placeholder(str),  # TFDS data dir; None -> ~/tensorflow_datasets
             batch_size=64,  # global batch size, split evenly over hosts
             shuffle_buffer=10_000,  # examples in the per-host shuffle buffer
             random_crop=False,  # random crop after resizing; False -> centre crop
             random_flip=False,  # horizontal flips (breaks "left"/"right" captions)
-            caption_dropout=None,  # share of empty captions; None -> 0.2 (0.0 for clip)
-            low_res_size=None,  # upsampler input size; None -> model.image_size // 4
-            num_threads=None,  # tf.data worker threads; None -> CPU count, at most 16
+            caption_dropout=placeholder(float),  # share of empty captions; None -> 0.2 (0.0 for clip)
+            low_res_size=placeholder(int),  # upsampler input size; None -> model.image_size // 4
+            num_threads=placeholder(int),  # tf.data worker threads; None -> CPU count, at most 16
             prefetch=2,  # global batches kept ready on the devices
             # glide_shapes: procedural coloured shapes, deterministic from its seed.
             shapes_train_size=10_000,  # examples in the train split
@@ -133,10 +138,10 @@ def data_defaults() -> ml_collections.ConfigDict:
             shapes_resolution=256,  # rendered image size in pixels
             shapes_seed=0,  # seed of the generated scenes
             # folder: the user's own images with captions.
-            folder_path=None,  # directory of image + same-stem .txt, or a .jsonl/.csv
+            folder_path=placeholder(str),  # directory of image + same-stem .txt, or a .jsonl/.csv
             folder_validation_fraction=0.0,  # share of the folder held out as validation
             # tfds: any catalogue dataset with an image and a text feature.
-            tfds_name=None,  # e.g. "coco_captions" or "coco_captions/2017:1.1.0"
+            tfds_name=placeholder(str),  # e.g. "coco_captions" or "coco_captions/2017:1.1.0"
             image_key="image",  # image feature; nested keys joined by "/"
             text_key="captions/text",  # text feature; a list picks one at random
             # inpainting masks (inpaint and upsample_inpaint kinds).

@@ -234,6 +234,8 @@ def create_input_pipeline(config, *, split: str = "train", mesh=None, data_axes=
     Returns:
       An `InputPipeline`.
     """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**31:
+        raise ValueError(f"seed = {seed!r}: must be an integer in [0, 2**31)")
     if tokenizer is None:
         from glide_jax.text import get_tokenizer  # pylint: disable=import-outside-toplevel
 

@@ -10,6 +10,7 @@ dropout are independent.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from typing import Sequence
 
 import numpy as np
@@ -150,6 +151,9 @@ class CaptionTokenizer:
 
     def __init__(self, tokenizer, text_ctx: int, cache_size: int = 200_000):
         self._tokenizer = tokenizer
+        # tf.data may run two batches' callbacks at once; tokenizers keep
+        # their own caches, which are not promised to be thread-safe.
+        self._lock = threading.Lock()
         self._text_ctx = int(text_ctx)
         self._cache: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
         self._cache_size = cache_size
@@ -173,8 +177,9 @@ class CaptionTokenizer:
         """(B,) captions and (B,) bool dropout flags -> tokens (B, L) int32, mask (B, L) bool."""
         tokens = np.empty((len(captions), self._text_ctx), np.int32)
         mask = np.empty((len(captions), self._text_ctx), bool)
-        for i, caption in enumerate(captions):
-            tokens[i], mask[i] = self.empty if drop[i] else self.row(caption)
+        with self._lock:
+            for i, caption in enumerate(captions):
+                tokens[i], mask[i] = self.empty if drop[i] else self.row(caption)
         return tokens, mask
 
 

@@ -91,6 +91,7 @@ def load_host_split(data_config, split: str, process_index: int, process_count: 
     if data_config.dataset == "tfds":
         image_key, text_key = data_config.image_key, data_config.text_key
         builder = tfds.builder(data_config.tfds_name, data_dir=data_config.data_dir)
+        builder.download_and_prepare()  # split sizes are only known once prepared
         name = _host_split_name(split, builder.info.splits, process_index, process_count, data_config.tfds_name)
         ds, info = tfds.load(
             data_config.tfds_name, split=name, data_dir=data_config.data_dir, download=True,
@@ -116,7 +117,34 @@ def load_host_split(data_config, split: str, process_index: int, process_count: 
 
 
 def skipped_images(data_config) -> dict:
-    """For a prepared folder dataset: {"skipped", "skipped_files", "empty_captions"} per split."""
-    builder = make_builder(data_config)
+    """For a folder dataset (prepared if needed): {"skipped", "skipped_files", "empty_captions"} per split."""
+    summary = prepare_dataset(data_config)
+    return {key: summary[key] for key in ("skipped", "skipped_files", "empty_captions")}
+
+
+def prepare_dataset(data_config) -> dict:
+    """Builds (or downloads) config.data's dataset if needed; returns a summary.
+
+    Multi-host runs should call this once (e.g. `python -m
+    glide_jax.data.prepare`) before training, so hosts do not race to write
+    the same data_dir.
+
+    Returns:
+      {"name": builder name/config, "data_dir", "splits": {split: examples}}
+      plus, for a folder, "skipped", "skipped_files" and "empty_captions".
+    """
+    if data_config.dataset == "tfds":
+        builder = tfds.builder(data_config.tfds_name, data_dir=data_config.data_dir)
+    else:
+        builder = make_builder(data_config)
     builder.download_and_prepare()
-    return {key: dict(builder.info.metadata.get(key, {})) for key in ("skipped", "skipped_files", "empty_captions")}
+    info = builder.info
+    summary = {
+        "name": info.full_name,
+        "data_dir": str(builder.data_dir),
+        "splits": {name: int(split.num_examples) for name, split in info.splits.items()},
+    }
+    if data_config.dataset == "folder":
+        summary.update({key: dict(info.metadata.get(key, {})) for key in ("skipped", "skipped_files",
+                                                                          "empty_captions")})
+    return summary

@@ -132,3 +132,9 @@ def test_data_config_errors_name_the_key():
     config.data.batch_size = 0
     with pytest.raises(config_lib.ConfigError, match=r"config\.data\.batch_size"):
         config_lib.validate(config)
+
+
+def test_prepare_dataset_summarises_splits(shapes_config):
+    summary = sources.prepare_dataset(shapes_config.data)
+    assert summary["splits"] == {"train": 48, "validation": 16}
+    assert summary["name"] == "glide_shapes/r64_s0_n48_v16/1.0.0"
