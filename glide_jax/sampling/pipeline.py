@@ -48,6 +48,9 @@ from glide_jax.sampling import batching, prompts as prompts_lib, stages
 from glide_jax.sampling import images as images_lib
 from glide_jax.sampling.errors import SamplingError
 
+# A training workdir keeps its EMA export here (glide_jax.train.export.EXPORT_DIR;
+# sampling sits below training in the layers, so the name is repeated, not imported).
+TRAIN_EXPORT_DIR = "export"
 # role (the sample.py flag) -> model kinds it accepts
 ROLE_KINDS = {"base": ("base", "inpaint"), "upsample": ("upsample", "upsample_inpaint"), "clip": ("clip",)}
 
@@ -79,6 +82,15 @@ class LoadedModel:
     @property
     def what(self) -> str:
         return f"--{self.role} checkpoint {self.path}"
+
+
+def resolve_checkpoint(path: str | pathlib.Path) -> pathlib.Path:
+    """An exported model directory, or a training workdir's `export/` inside it."""
+    path = pathlib.Path(path)
+    exported = path / TRAIN_EXPORT_DIR
+    if not (path / checkpoints.CONFIG_FILE).is_file() and (exported / checkpoints.CONFIG_FILE).is_file():
+        return exported
+    return path
 
 
 def _read_checkpoint(path: pathlib.Path, role: str):
@@ -140,7 +152,7 @@ def _tokenizer(config, what: str):
 
 def load_model(path: str | pathlib.Path, role: str, mesh) -> LoadedModel:
     """Reads, checks and places one exported checkpoint (see `ROLE_KINDS`)."""
-    path = pathlib.Path(path)
+    path = resolve_checkpoint(path)
     config, params = _read_checkpoint(path, role)
     what = f"--{role} checkpoint {path}"
     module = factory.create_model(config)

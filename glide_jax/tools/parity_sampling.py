@@ -217,11 +217,12 @@ _CASES = {
 }
 
 
-def checks(fixture_dir: pathlib.Path) -> Iterator[Check]:
-    """Yields the rows of every sampling fixture listed in sampling_meta.json."""
+def checks(fixture_dir: pathlib.Path, cases: tuple[str, ...] | None = None) -> Iterator[Check]:
+    """Yields the rows of the sampling fixtures (all of `_CASES` unless `cases` is given)."""
     fixture_dir = pathlib.Path(fixture_dir)
     meta = json.loads((fixture_dir / "sampling_meta.json").read_text())
-    for case, run in _CASES.items():
+    for case in cases or tuple(_CASES):
+        run = _CASES[case]
         if case not in meta:
             yield failed(_name(case, "(missing)"), f"{case} not in sampling_meta.json")
             continue

@@ -102,3 +102,11 @@ def test_inpainting_needs_its_inputs(tiny_checkpoints, base_pipe):
         base_pipe.generate(["x"], SETTINGS, inpaint=object())
     with pytest.raises(SamplingError, match="unknown sample setting 'stepz'"):
         base_pipe.generate(["x"], {"stepz": "4"})
+
+
+def test_a_training_workdir_resolves_to_its_export(tiny_checkpoints, tmp_path):
+    import shutil
+
+    shutil.copytree(tiny_checkpoints["base"], tmp_path / "workdir" / "export")
+    pipe = load_pipeline(tmp_path / "workdir")
+    assert pipe.base.path == tmp_path / "workdir" / "export" and pipe.image_size == 16
