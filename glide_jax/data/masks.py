@@ -53,18 +53,26 @@ def _rectangle(rng: np.random.Generator, size: int, spec: MaskSpec) -> np.ndarra
     return known
 
 
-def _segment_distance(px, py, a, b) -> np.ndarray:
-    """Distance from every pixel centre to the segment a-b (points as (x, y))."""
+def _paint_segment(hidden: np.ndarray, a: np.ndarray, b: np.ndarray, width: float) -> None:
+    """Marks pixels whose centre lies within width/2 of the segment a-b (points as (x, y)).
+
+    Only the segment's bounding box, grown by the brush radius, is visited,
+    which keeps 256 px masks cheap.
+    """
+    size, radius = hidden.shape[0], width / 2
+    x0, x1 = (max(0, int(np.floor(min(a[0], b[0]) - radius))), min(size, int(np.ceil(max(a[0], b[0]) + radius)) + 1))
+    y0, y1 = (max(0, int(np.floor(min(a[1], b[1]) - radius))), min(size, int(np.ceil(max(a[1], b[1]) + radius)) + 1))
+    if x0 >= x1 or y0 >= y1:
+        return
+    px, py = np.meshgrid(np.arange(x0, x1, dtype=np.float64) + 0.5, np.arange(y0, y1, dtype=np.float64) + 0.5)
     ab = b - a
     length2 = float(ab @ ab) or 1e-12
     t = np.clip(((px - a[0]) * ab[0] + (py - a[1]) * ab[1]) / length2, 0.0, 1.0)
     dx, dy = px - (a[0] + t * ab[0]), py - (a[1] + t * ab[1])
-    return np.sqrt(dx * dx + dy * dy)
+    hidden[y0:y1, x0:x1] |= dx * dx + dy * dy <= radius * radius
 
 
 def _strokes(rng: np.random.Generator, size: int, spec: MaskSpec) -> np.ndarray:
-    coords = np.arange(size, dtype=np.float32) + 0.5
-    px, py = np.meshgrid(coords, coords)
     hidden = np.zeros((size, size), bool)
     for _ in range(int(rng.integers(1, spec.max_strokes + 1))):
         width = rng.uniform(0.04, 0.12) * size
@@ -74,7 +82,7 @@ def _strokes(rng: np.random.Generator, size: int, spec: MaskSpec) -> np.ndarray:
             angle += rng.uniform(-np.pi / 2, np.pi / 2)
             step = rng.uniform(0.1, 0.4) * size
             nxt = np.clip(point + step * np.array([np.cos(angle), np.sin(angle)]), 0, size)
-            hidden |= _segment_distance(px, py, point, nxt) <= width / 2
+            _paint_segment(hidden, point, nxt, width)
             point = nxt
     return (~hidden).astype(np.float32)
 

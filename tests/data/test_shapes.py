@@ -100,3 +100,16 @@ def test_importing_jax_packages_leaves_tensorflow_out():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
+
+
+def test_stroke_segment_matches_brute_force_distance():
+    rng = np.random.default_rng(1)
+    centres = np.arange(40) + 0.5
+    px, py = np.meshgrid(centres, centres)
+    for _ in range(20):
+        a, b, width = rng.uniform(-5, 45, 2), rng.uniform(-5, 45, 2), rng.uniform(1, 10)
+        hidden = np.zeros((40, 40), bool)
+        masks._paint_segment(hidden, a, b, width)
+        t = np.clip(((px - a[0]) * (b - a)[0] + (py - a[1]) * (b - a)[1]) / ((b - a) @ (b - a)), 0, 1)
+        dist = np.hypot(px - (a[0] + t * (b - a)[0]), py - (a[1] + t * (b - a)[1]))
+        np.testing.assert_array_equal(hidden, dist <= width / 2)
