@@ -140,6 +140,7 @@ def data_defaults() -> ml_collections.ConfigDict:
             # folder: the user's own images with captions.
             folder_path=placeholder(str),  # directory of image + same-stem .txt, or a .jsonl/.csv
             folder_validation_fraction=0.0,  # share of the folder held out as validation
+            folder_max_short_side=512,  # larger images are stored shrunk to this short side
             # tfds: any catalogue dataset with an image and a text feature.
             tfds_name=placeholder(str),  # e.g. "coco_captions" or "coco_captions/2017:1.1.0"
             image_key="image",  # image feature; nested keys joined by "/"
@@ -300,7 +301,8 @@ def _validate_data(config) -> None:
     """Checks config.data (see data_defaults)."""
     _check_choice(config, "data.dataset", DATASETS)
     for key in ("data.batch_size", "data.shuffle_buffer", "data.prefetch", "data.shapes_train_size",
-                "data.shapes_validation_size", "data.shapes_resolution", "data.mask_max_strokes"):
+                "data.shapes_validation_size", "data.shapes_resolution", "data.mask_max_strokes",
+                "data.folder_max_short_side"):
         _check_positive_int(config, key)
     for key in ("data.low_res_size", "data.num_threads"):
         _check_positive_int(config, key, allow_none=True)

@@ -175,12 +175,14 @@ class ImageFolderConfig(tfds.core.BuilderConfig):
 
     source: str = ""
     validation_fraction: float = 0.0
+    max_short_side: int = 512
 
 
 def image_folder_config(data_config) -> ImageFolderConfig:
     """A builder config whose name fingerprints the listing (paths, captions, sizes, mtimes)."""
     source = str(pathlib.Path(data_config.folder_path).expanduser().resolve())
-    digest = hashlib.sha1(f"{source}|{data_config.folder_validation_fraction}".encode())
+    digest = hashlib.sha1(
+        f"{source}|{data_config.folder_validation_fraction}|{data_config.folder_max_short_side}".encode())
     for path, caption in list_folder(source):
         stat = path.stat() if path.exists() else None
         digest.update(f"{path}|{caption}|{stat and stat.st_size}|{stat and stat.st_mtime_ns}\n".encode())
@@ -188,6 +190,7 @@ def image_folder_config(data_config) -> ImageFolderConfig:
         name=f"f{digest.hexdigest()[:16]}",
         source=source,
         validation_fraction=float(data_config.folder_validation_fraction),
+        max_short_side=int(data_config.folder_max_short_side),
     )
 
 
@@ -195,11 +198,24 @@ def _is_validation(path: pathlib.Path, fraction: float) -> bool:
     return zlib.crc32(path.name.encode()) % 10_000 < fraction * 10_000
 
 
-def read_rgb(path: pathlib.Path) -> np.ndarray:
-    """Decodes an image file fully to (H, W, 3) uint8; raises on any defect."""
+def read_rgb(path: pathlib.Path, max_short_side: int | None = None) -> np.ndarray:
+    """Decodes an image file fully to (H, W, 3) uint8; raises on any defect.
+
+    Args:
+      path: the image file.
+      max_short_side: if the shorter side is longer than this, the image is
+        shrunk (anti-aliased bicubic) so that it equals it; camera-sized photos
+        would otherwise make the dataset huge and its decoding slow.
+    """
     with Image.open(path) as img:
         img.load()  # force a full decode so truncated files fail here
-        return np.asarray(img.convert("RGB"), np.uint8)
+        img = img.convert("RGB")
+        short = min(img.size)
+        if max_short_side is not None and short > max_short_side:
+            scale = max_short_side / short
+            size = (max(max_short_side, round(img.width * scale)), max(max_short_side, round(img.height * scale)))
+            img = img.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
+        return np.asarray(img, np.uint8)
 
 
 class ImageFolderCaptions(tfds.core.GeneratorBasedBuilder):
@@ -244,7 +260,7 @@ class ImageFolderCaptions(tfds.core.GeneratorBasedBuilder):
         skipped, empty = [], 0
         for path, caption in pairs:
             try:
-                image = read_rgb(path)
+                image = read_rgb(path, self.builder_config.max_short_side)
             except Exception as err:  # noqa: BLE001  PIL raises many types for bad files; none may abort
                 _LOG.warning("glide_jax.data: skipping unreadable image %s (%s: %s)", path, type(err).__name__, err)
                 skipped.append(str(path))

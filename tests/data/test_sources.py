@@ -6,6 +6,7 @@ import logging
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from PIL import Image
 
 from glide_jax import config as config_lib
 from glide_jax import data
@@ -138,3 +139,10 @@ def test_prepare_dataset_summarises_splits(shapes_config):
     summary = sources.prepare_dataset(shapes_config.data)
     assert summary["splits"] == {"train": 48, "validation": 16}
     assert summary["name"] == "glide_shapes/r64_s0_n48_v16/1.0.0"
+
+
+def test_large_folder_images_are_stored_shrunk(tmp_path):
+    path = tmp_path / "big.png"
+    Image.fromarray(np.zeros((90, 150, 3), np.uint8)).save(path)
+    assert builders.read_rgb(path, max_short_side=30).shape == (30, 50, 3)
+    assert builders.read_rgb(path, max_short_side=120).shape == (90, 150, 3)
