@@ -154,6 +154,11 @@ def data_defaults() -> ml_collections.ConfigDict:
     )
 
 
+def optional_field(field_type: type, value: Any = None) -> ml_collections.FieldReference:
+    """A typed field that may hold None and still takes --config.x=... overrides."""
+    return ml_collections.FieldReference(value, field_type=field_type)
+
+
 def optim_defaults() -> ml_collections.ConfigDict:
     """AdamW with warm-up, decay, clipping and EMA (glide_jax.train.optim)."""
     return ml_collections.ConfigDict(
@@ -166,7 +171,7 @@ def optim_defaults() -> ml_collections.ConfigDict:
             warmup_steps=0,  # linear warm-up from 0 to learning_rate
             schedule="constant",  # after warm-up: constant | cosine | linear
             end_learning_rate_factor=0.0,  # cosine/linear end, share of the peak
-            grad_clip_norm=1.0,  # clip gradients to this global norm; None = off
+            grad_clip_norm=optional_field(float, 1.0),  # clip to this global norm; None = off
             ema_rates=(0.9999,),  # EMA decay rates; the first one is exported
             grad_accum_steps=1,  # micro-batches per optimizer step
         )
@@ -184,13 +189,13 @@ def train_defaults() -> ml_collections.ConfigDict:
             keep_checkpoints=3,  # checkpoints kept; older ones are deleted
             async_checkpointing=True,  # write checkpoints in the background
             export_ema=True,  # write the first EMA rate to workdir/export at saves
-            sample_every=5000,  # steps between sample grids; None = never
+            sample_every=optional_field(int, 5000),  # steps between sample grids; None = never
             sample_prompts=("a red circle", "a blue square"),  # grid prompts
             sample_steps=25,  # sampler steps for the grid
             sample_sampler="ddim",  # ddim | ddpm (for the grid)
             sample_guidance_scale=3.0,  # classifier-free guidance for the grid
             sample_seed=0,  # noise seed of the grid, fixed so grids compare
-            init_from=None,  # exported model (or workdir) to fine-tune from
+            init_from=optional_field(str),  # exported model (or workdir) to fine-tune from
             distributed=False,  # call jax.distributed.initialize() (multi-host)
             progress_bar=True,  # tqdm bar with step/s, img/s and loss
         )
@@ -201,7 +206,7 @@ def mesh_defaults() -> ml_collections.ConfigDict:
     """Device mesh and logical-axis rules (glide_jax.sharding)."""
     return ml_collections.ConfigDict(
         dict(
-            data=None,  # devices on the data axis; None = all not used below
+            data=optional_field(int),  # devices on the data axis; None = all not used below
             fsdp=1,  # devices that shard parameters and optimizer state
             tensor=1,  # devices that split attention heads and MLP width
             # logical axis -> mesh axes; names not listed stay replicated.

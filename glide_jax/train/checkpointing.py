@@ -1,0 +1,159 @@
+"""Training checkpoints: Orbax CheckpointManager plus the run's config.json.
+
+Layout of a workdir:
+
+  workdir/config.json          the run's full config (written once, process 0)
+  workdir/checkpoints/<step>/  state/ (TrainState: params, optimizer state,
+                               EMA trees, step, RNG) and data/ (the input
+                               pipeline's position, JSON)
+
+Saves are asynchronous: `save` returns once the arrays are copied off the
+devices, and Orbax finalises the directory (atomic rename) in the background;
+a process killed mid-save leaves the previous checkpoint intact. Orbax
+coordinates the hosts of a multi-host run; each writes its own shards.
+
+Before restoring, `check_compatible` compares the stored config and the
+stored array shapes with the current model and raises ArchitectureMismatch
+listing the differences, instead of failing deep inside a shape error.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+# Config keys that do not change the parameter tree (safe to change on resume).
+NON_ARCHITECTURE_KEYS = frozenset({"model.dropout", "model.dtype", "model.remat",
+                                   "text.tokenizer", "text.tokenizer_path"})
+ARCHITECTURE_SECTIONS = ("model", "text", "clip", "diffusion")
+
+
+class ArchitectureMismatch(ValueError):
+    """A checkpoint was written by a model with a different architecture."""
+
+
+def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """A JSON-ready plain dict (tuples become lists)."""
+    return json.loads(config.to_json_best_effort())
+
+
+def write_config(workdir: str | pathlib.Path, config: ml_collections.ConfigDict) -> None:
+    """Writes workdir/config.json (call on process 0 only)."""
+    path = pathlib.Path(workdir) / "config.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config_to_dict(config), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_differences(stored: dict[str, Any], config: ml_collections.ConfigDict) -> list[str]:
+    """Architecture keys whose stored value differs from `config`, as 'key: old -> new'."""
+    current = config_to_dict(config)
+    kind_is_clip = current["model"]["kind"] == "clip"
+    diffs = []
+    for section in ARCHITECTURE_SECTIONS:
+        if section == "clip" and not kind_is_clip:
+            continue
+        if section == "diffusion":  # only learn_sigma changes the network's output
+            old, new = stored.get(section, {}), current.get(section, {})
+            keys = {"learn_sigma"}
+        else:
+            old, new = _flat(stored.get(section, {})), _flat(current.get(section, {}))
+            keys = set(old) | set(new)
+        for key in sorted(keys):
+            name = f"{section}.{key}"
+            if name not in NON_ARCHITECTURE_KEYS and old.get(key) != new.get(key):
+                diffs.append(f"{name}: checkpoint {old.get(key)!r} -> config {new.get(key)!r}")
+    return diffs
+
+
+def _path_name(path) -> str:
+    parts = []
+    for key in path:
+        for attr in ("name", "key", "idx"):
+            if hasattr(key, attr):
+                parts.append(str(getattr(key, attr)))
+                break
+    return ".".join(parts)
+
+
+def shape_differences(stored_metadata: Any, abstract_state: Any) -> list[str]:
+    """Arrays missing, unexpected or of another shape, as readable lines."""
+    stored = {_path_name(p): tuple(m.shape) for p, m in jax.tree_util.tree_flatten_with_path(stored_metadata)[0]}
+    wanted = {_path_name(p): tuple(a.shape) for p, a in jax.tree_util.tree_flatten_with_path(abstract_state)[0]}
+    lines = [f"{name}: checkpoint {stored[name]} -> model {wanted[name]}"
+             for name in sorted(set(stored) & set(wanted)) if stored[name] != wanted[name]]
+    lines += [f"{name}: missing from the checkpoint" for name in sorted(set(wanted) - set(stored))]
+    lines += [f"{name}: in the checkpoint but not in the model" for name in sorted(set(stored) - set(wanted))]
+    return lines
+
+
+class Checkpointer:
+    """Saves and restores TrainState and the data position under workdir/checkpoints.
+
+    Args:
+      workdir: the run directory.
+      keep: checkpoints to keep (`config.train.keep_checkpoints`).
+      async_save: write in the background (`config.train.async_checkpointing`).
+    """
+
+    def __init__(self, workdir: str | pathlib.Path, keep: int, async_save: bool = True):
+        self.workdir = pathlib.Path(workdir)
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                               enable_async_checkpointing=async_save)
+        self.manager = ocp.CheckpointManager(self.workdir.absolute() / "checkpoints", options=options)
+
+    def latest_step(self) -> int | None:
+        """The newest finalised checkpoint's step, or None."""
+        return self.manager.latest_step()
+
+    def save(self, step: int, state: Any, data_state: dict[str, Any]) -> None:
+        """Starts saving `state` and the JSON-able `data_state` as checkpoint `step`."""
+        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                        data=ocp.args.JsonSave(data_state)), force=True)
+
+    def check_compatible(self, step: int, config: ml_collections.ConfigDict, abstract_state: Any) -> None:
+        """Raises ArchitectureMismatch if checkpoint `step` cannot load into this model."""
+        lines = []
+        config_path = self.workdir / "config.json"
+        if config_path.exists():
+            lines += config_differences(json.loads(config_path.read_text(encoding="utf-8")), config)
+        metadata = self.manager.item_metadata(step)["state"]
+        lines += shape_differences(metadata, abstract_state)
+        if lines:
+            shown = "\n  ".join(lines[:40]) + ("\n  ..." if len(lines) > 40 else "")
+            raise ArchitectureMismatch(
+                f"checkpoint {self.workdir / 'checkpoints' / str(step)} does not fit the configured model "
+                f"({len(lines)} difference(s)); use a fresh --workdir or the checkpoint's config:\n  {shown}")
+
+    def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
+        """Loads checkpoint `step` with the shardings carried by `abstract_state`.
+
+        Returns:
+          (state, data_state).
+        """
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+        return restored["state"], restored["data"]
+
+    def wait(self) -> None:
+        """Blocks until any background save is finalised."""
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Waits for saves and releases the manager."""
+        self.manager.wait_until_finished()
+        self.manager.close()

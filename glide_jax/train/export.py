@@ -1,0 +1,98 @@
+"""Exports EMA params of a training run for sample.py (glide_jax.checkpoints format).
+
+    python -m glide_jax.train.export --workdir DIR --output OUT [--ema-rate R] [--step S]
+
+reads `DIR/config.json` and the latest (or given) checkpoint, and writes
+`OUT/config.json` + `OUT/params.npz` with `glide_jax.checkpoints.save_model`.
+`--ema-rate` picks one of `config.optim.ema_rates` (default: the first);
+`--ema-rate 0` exports the raw (non-averaged) params. The training loop also
+keeps `DIR/export` up to date with the first rate at every checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+from typing import Any, Sequence
+
+import jax
+import ml_collections
+
+from glide_jax import checkpoints
+from glide_jax import sharding as sharding_lib
+from glide_jax.models import factory
+from glide_jax.train import checkpointing, optim, runtime
+from glide_jax.train import state as state_lib
+
+EXPORT_DIR = "export"
+
+
+def ema_params_for_rate(state: Any, rates: Sequence[float], rate: float | None) -> Any:
+    """The EMA tree for `rate` (None: the first rate; 0: the raw params).
+
+    Raises:
+      ValueError: naming the available rates if `rate` is not among them.
+    """
+    if rate is None:
+        return state.ema_params[0]
+    if rate == 0:
+        return state.params
+    for candidate, tree in zip(rates, state.ema_params):
+        if abs(float(candidate) - float(rate)) < 1e-12:
+            return tree
+    raise ValueError(f"--ema-rate {rate}: the run tracks config.optim.ema_rates = {tuple(rates)} (or 0 for raw)")
+
+
+def write_export(output: str | pathlib.Path, config: ml_collections.ConfigDict, params: Any) -> pathlib.Path:
+    """Gathers `params` to the host and saves them with their config (process 0 writes)."""
+    host_params = runtime.gather_to_host(params)
+    if jax.process_index() != 0:
+        return pathlib.Path(output)
+    return checkpoints.save_model(output, config, host_params)
+
+
+def export_from_workdir(workdir: str | pathlib.Path, output: str | pathlib.Path, ema_rate: float | None = None,
+                        step: int | None = None) -> pathlib.Path:
+    """Restores a training checkpoint and writes the chosen EMA params to `output`.
+
+    Args:
+      workdir: a training run directory (with config.json and checkpoints/).
+      output: the export directory.
+      ema_rate: see `ema_params_for_rate`.
+      step: checkpoint step; None for the latest.
+
+    Returns:
+      The output directory.
+    """
+    workdir = pathlib.Path(workdir)
+    config = checkpoints.load_config(workdir)
+    model = factory.create_model(config)
+    local = config.copy_and_resolve_references()  # restore onto one device, whatever the run's mesh
+    local.mesh.data, local.mesh.fsdp, local.mesh.tensor = 1, 1, 1
+    mesh = sharding_lib.create_mesh(local.mesh, jax.devices()[:1])
+    _, abstract = state_lib.abstract_train_state(
+        local, model, optim.create_optimizer(local), factory.example_inputs(local, 1), mesh)
+    ckpt = checkpointing.Checkpointer(workdir, keep=int(config.train.keep_checkpoints), async_save=False)
+    step = ckpt.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint under {workdir / 'checkpoints'}")
+    state, _ = ckpt.restore(step, abstract)
+    ckpt.close()
+    return write_export(output, config, ema_params_for_rate(state, config.optim.ema_rates, ema_rate))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m glide_jax.train.export", description=__doc__.split("\n")[0])
+    parser.add_argument("--workdir", required=True, help="training run directory")
+    parser.add_argument("--output", required=True, help="directory for config.json + params.npz")
+    parser.add_argument("--ema-rate", type=float, default=None, help="EMA rate to export; 0 = raw params")
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    args = parser.parse_args(argv)
+    out = export_from_workdir(args.workdir, args.output, args.ema_rate, args.step)
+    print(f"exported {args.workdir} -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

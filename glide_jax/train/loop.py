@@ -1,0 +1,241 @@
+"""`train_and_evaluate(config, workdir)`: the whole training run.
+
+  1. Validate and lock the config (a bad or unknown key fails here, naming
+     it, before anything compiles); start multi-host JAX if asked.
+  2. Build the mesh, the network, the diffusion and the optimizer, and the
+     abstract TrainState with its shardings.
+  3. Resume from the latest checkpoint in `workdir` (after checking that it
+     fits the model), or initialise sharded, optionally from
+     `config.train.init_from` (GLIDE §4.3 fine-tuning).
+  4. Loop: batch -> jitted `train_step` -> metrics; every `log_every` steps
+     a metrics row (non-finite loss stops the run with an error naming the
+     step, before anything is saved), every `checkpoint_every` steps and at
+     the end an asynchronous checkpoint plus the EMA export in
+     `workdir/export`, every `sample_every` steps a sample grid. SIGTERM or
+     SIGINT end the loop after the current step with a checkpoint.
+
+Only process 0 writes config.json, metrics, exports and sample grids; Orbax
+coordinates the checkpoint writes of all hosts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import pathlib
+from typing import Any
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+
+from glide_jax import config as config_lib
+from glide_jax import diffusion as diffusion_lib
+from glide_jax import sharding as sharding_lib
+from glide_jax.models import factory
+from glide_jax.train import checkpointing, finetune, losses, optim, runtime, samples
+from glide_jax.train import export as export_lib
+from glide_jax.train import metrics as metrics_lib
+from glide_jax.train import state as state_lib
+from glide_jax.train import step as step_lib
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss (or gradient norm) became NaN or infinite."""
+
+
+def prepare_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Validates `config` (ConfigError names the key) and locks it against new keys."""
+    config_lib.validate(config)
+    if config.model.kind == "clip":
+        config_lib.validate_clip(config)
+    config.lock()
+    return config
+
+
+@dataclasses.dataclass
+class Run:
+    """The pieces of a run that do not change while it trains."""
+
+    config: ml_collections.ConfigDict
+    workdir: pathlib.Path
+    mesh: Any
+    model: Any
+    diffusion: Any
+    state_shardings: Any
+    abstract_state: Any
+    batch_sharding: Any
+    train_step: Any
+    checkpointer: checkpointing.Checkpointer
+    is_primary: bool
+
+
+def build_run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Run:
+    """Mesh, model, diffusion, optimizer, shardings and the jitted step; allocates nothing big."""
+    mesh = sharding_lib.create_mesh(config.mesh)
+    model = factory.create_model(config)
+    diffusion = diffusion_lib.diffusion_from_config(config.diffusion)
+    optimizer = optim.create_optimizer(config)
+    shardings, abstract = state_lib.abstract_train_state(
+        config, model, optimizer, factory.example_inputs(config, 1), mesh)
+    batch_sharding = sharding_lib.batch_sharding(mesh, config.mesh)
+    step_fn = step_lib.make_train_step(config, losses.create_loss_fn(config, model, diffusion), optimizer)
+    train_step = step_lib.jit_train_step(step_fn, shardings, batch_sharding, sharding_lib.replicated(mesh))
+    checkpointer = checkpointing.Checkpointer(workdir, int(config.train.keep_checkpoints),
+                                              bool(config.train.async_checkpointing))
+    return Run(config, pathlib.Path(workdir), mesh, model, diffusion, shardings, abstract, batch_sharding,
+               train_step, checkpointer, jax.process_index() == 0)
+
+
+def _initial_state(run: Run) -> state_lib.TrainState:
+    """A fresh sharded state, fine-tuned from config.train.init_from if set."""
+    config = run.config
+    optimizer = optim.create_optimizer(config)
+    state, _ = state_lib.create_train_state(config, run.model, optimizer, factory.example_inputs(config, 1),
+                                            run.mesh)
+    if config.train.init_from is None:
+        return state
+    params = finetune.merge_pretrained(state.params, finetune.load_pretrained(config.train.init_from))
+    params = jax.device_put(params, run.state_shardings.params)
+    def with_params(s, p):
+        return s.replace(params=p, opt_state=optimizer.init(p), ema_params=tuple(p for _ in s.ema_params))
+
+    log.info("initialised from %s", config.train.init_from)
+    return jax.jit(with_params, out_shardings=run.state_shardings, donate_argnums=(0,))(state, params)
+
+
+def restore_or_initialize(run: Run) -> tuple[state_lib.TrainState, dict | None]:
+    """Resumes from the latest checkpoint of the workdir, else initialises.
+
+    Returns:
+      (state, data_state): data_state is the input pipeline position of the
+      checkpoint, or None for a fresh run.
+
+    Raises:
+      checkpointing.ArchitectureMismatch: if the checkpoint does not fit.
+    """
+    latest = run.checkpointer.latest_step()
+    if latest is not None:
+        run.checkpointer.check_compatible(latest, run.config, run.abstract_state)
+        state, data_state = run.checkpointer.restore(latest, run.abstract_state)
+        log.info("resumed from step %d", latest)
+    else:
+        state, data_state = _initial_state(run), None
+    if run.is_primary:
+        checkpointing.write_config(run.workdir, run.config)
+    return state, data_state
+
+
+def _flush(pending: list, writer: metrics_lib.MetricsWriter, step: int, last_saved: int | None) -> dict:
+    """Fetches pending step metrics, stops on a non-finite loss, writes their mean."""
+    fetched = jax.device_get([m for _, m in pending])
+    for (at, _), values in zip(pending, fetched):
+        bad = {k: float(values[k]) for k in ("loss", "grad_norm") if k in values and not math.isfinite(values[k])}
+        if bad:
+            raise NonFiniteLossError(
+                f"non-finite {', '.join(f'{k}={v}' for k, v in bad.items())} at step {at}; no checkpoint was "
+                f"written from this state (last good checkpoint: step {last_saved})")
+    mean = {k: float(np.mean([values[k] for values in fetched])) for k in fetched[-1]}
+    return writer.write(step, mean)
+
+
+def _save(run: Run, state: state_lib.TrainState, pipeline: Any, step: int) -> None:
+    run.checkpointer.save(step, state, pipeline.state())
+    if run.config.train.export_ema:
+        export_lib.write_export(run.workdir / export_lib.EXPORT_DIR, run.config, state.ema_params[0])
+
+
+def _grid_maker(run: Run, pipeline: Any) -> tuple[samples.SampleGridMaker | None, dict | None]:
+    """The sample-grid sampler (None for CLIP or when disabled) and the first batch, if taken."""
+    if run.config.train.sample_every is None or run.config.model.kind == "clip":
+        return None, None
+    first = next(pipeline) if run.config.model.kind != "base" else None
+    host_first = None
+    if first is not None:
+        count = len(run.config.train.sample_prompts)
+        replicate = jax.jit(lambda b: jax.tree_util.tree_map(lambda x: x[:count], b),
+                            out_shardings=sharding_lib.replicated(run.mesh))
+        host_first = {k: np.asarray(v.addressable_data(0)) for k, v in replicate(first).items()}
+    rows = samples.preview_rows(run.config, host_first)
+    return samples.SampleGridMaker(run.config, run.model, run.mesh, rows, run.state_shardings.params), first
+
+
+def _train_loop(run: Run, state: Any, pipeline: Any, writer: metrics_lib.MetricsWriter,
+                stop: runtime.StopSignal) -> tuple[Any, dict]:
+    cfg = run.config.train
+    grid_maker, first = _grid_maker(run, pipeline)
+    step = int(jax.device_get(state.step))
+    base_key = np.asarray(jax.device_get(state.rng))
+    fold = jax.jit(jax.random.fold_in)
+    pending, row, last_saved = [], {}, run.checkpointer.latest_step()
+    while step < cfg.num_steps:
+        batch = first if first is not None else next(pipeline)
+        first = None
+        state, metrics = run.train_step(state, batch, fold(base_key, step))
+        step += 1
+        pending.append((step, metrics))
+        writer.step_done(step)
+        stopping = stop.requested()
+        saving = step % cfg.checkpoint_every == 0 or step == cfg.num_steps or stopping
+        if saving or step % cfg.log_every == 0:
+            row = _flush(pending, writer, step, last_saved)
+            pending = []
+        if saving:
+            _save(run, state, pipeline, step)
+            last_saved = step
+        if grid_maker is not None and step % cfg.sample_every == 0:
+            grid = grid_maker(state.ema_params[0])
+            if run.is_primary:
+                samples.write_grid(run.workdir, step, grid)
+                writer.write_image(step, "samples", grid)
+        if stopping:
+            log.warning("stop signal received: saved step %d and stopping", step)
+            break
+    return state, row
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, float]:
+    """Trains `config` in `workdir`, resuming from its latest checkpoint.
+
+    Args:
+      config: a full config (see configs/*.py); validated and locked here.
+      workdir: run directory for checkpoints, config.json, metrics.jsonl,
+        tensorboard/, samples/ and export/.
+
+    Returns:
+      The last metrics row written (loss terms, grad_norm, steps_per_sec, ...),
+      or {} if the run was already complete.
+
+    Raises:
+      glide_jax.config.ConfigError: a bad config value, before compiling.
+      checkpointing.ArchitectureMismatch: the workdir's checkpoint does not fit.
+      NonFiniteLossError: the loss became NaN/inf (names the step).
+    """
+    config = prepare_config(config)
+    runtime.maybe_initialize_distributed(config)
+    from glide_jax.data import create_input_pipeline  # TensorFlow: imported only to train
+
+    run = build_run(config, workdir)
+    try:
+        state, data_state = restore_or_initialize(run)
+        data_axes = nn.logical_to_mesh_axes(("batch",), sharding_lib.logical_rules(config.mesh))[0]
+        data_axes = (data_axes,) if isinstance(data_axes, str) else tuple(data_axes or ())
+        pipeline = create_input_pipeline(config, split="train", mesh=run.mesh, data_axes=data_axes,
+                                         seed=int(config.train.seed))
+        if data_state is not None:
+            pipeline.restore(data_state)
+        writer = metrics_lib.MetricsWriter(run.workdir, int(config.train.num_steps), int(jax.device_get(state.step)),
+                                           int(config.data.batch_size), enabled=run.is_primary,
+                                           progress_bar=bool(config.train.progress_bar))
+        try:
+            with runtime.StopSignal() as stop:
+                _, row = _train_loop(run, state, pipeline, writer, stop)
+        finally:
+            writer.close()
+    finally:
+        run.checkpointer.close()  # lets in-flight saves (of good states) finish
+    return row

@@ -1,0 +1,113 @@
+"""What a user sees while training: a progress bar, metrics JSONL, TensorBoard.
+
+Only process 0 writes (`enabled=False` elsewhere), so a multi-host run logs
+once. Rows go to `workdir/metrics.jsonl` (one JSON object per line, with
+`step`) and to TensorBoard event files under `workdir/tensorboard`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import time
+from typing import Any, Mapping
+
+import numpy as np
+import tqdm
+
+
+class MetricsWriter:
+    """Appends metric rows to metrics.jsonl and TensorBoard; a tqdm bar on stderr.
+
+    Args:
+      workdir: the run directory.
+      num_steps: total steps of the run (the bar's length).
+      start_step: the step the run starts (or resumes) from.
+      batch_size: global images per step, for img/s.
+      enabled: False on processes other than 0: every method is a no-op.
+      progress_bar: show the tqdm bar.
+    """
+
+    def __init__(self, workdir: str | pathlib.Path, num_steps: int, start_step: int, batch_size: int,
+                 enabled: bool = True, progress_bar: bool = True):
+        self.enabled = enabled
+        self.batch_size = batch_size
+        self._last_time = time.perf_counter()
+        self._last_step = start_step
+        self._jsonl = None
+        self._tb = None
+        self._bar = None
+        if not enabled:
+            return
+        workdir = pathlib.Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
+        from tensorboardX import SummaryWriter  # imported lazily: slow import, process 0 only
+
+        self._tb = SummaryWriter(str(workdir / "tensorboard"))
+        if progress_bar:
+            self._bar = tqdm.tqdm(total=num_steps, initial=start_step, unit="step", dynamic_ncols=True)
+
+    def step_done(self, step: int) -> None:
+        """Advances the progress bar to `step`."""
+        if self._bar is not None:
+            self._bar.update(step - self._bar.n)
+
+    def write(self, step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
+        """Writes one row; adds steps_per_sec and images_per_sec since the last row.
+
+        Args:
+          step: the optimizer step the metrics belong to.
+          metrics: name -> scalar (numpy or Python).
+
+        Returns:
+          The row as written (floats), also on disabled writers.
+        """
+        now = time.perf_counter()
+        elapsed = max(now - self._last_time, 1e-9)
+        steps = max(step - self._last_step, 0)
+        row = {name: float(np.asarray(value)) for name, value in metrics.items()}
+        if steps:
+            row["steps_per_sec"] = steps / elapsed
+            row["images_per_sec"] = steps * self.batch_size / elapsed
+        self._last_time, self._last_step = now, step
+        if not self.enabled:
+            return row
+        self._jsonl.write(json.dumps({"step": step, **{k: _json_float(v) for k, v in row.items()}}) + "\n")
+        self._jsonl.flush()
+        for name, value in row.items():
+            self._tb.add_scalar(name, value, step)
+        self._tb.flush()
+        if self._bar is not None:
+            shown = {"loss": row.get("loss", float("nan"))}
+            if steps:
+                shown.update(**{"step/s": row["steps_per_sec"], "img/s": row["images_per_sec"]})
+            self._bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()})
+        return row
+
+    def write_image(self, step: int, name: str, image: np.ndarray) -> None:
+        """Adds an (H, W, 3) uint8 image to TensorBoard."""
+        if self.enabled:
+            self._tb.add_image(name, image, step, dataformats="HWC")
+            self._tb.flush()
+
+    def close(self) -> None:
+        """Closes the files and the bar."""
+        if self._bar is not None:
+            self._bar.close()
+        if self._jsonl is not None:
+            self._jsonl.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _json_float(value: float) -> float | str:
+    """JSON has no NaN/inf; write them as strings so the line stays parseable."""
+    return value if math.isfinite(value) else str(value)
+
+
+def read_metrics(workdir: str | pathlib.Path) -> list[dict[str, Any]]:
+    """Reads workdir/metrics.jsonl back as a list of rows."""
+    path = pathlib.Path(workdir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

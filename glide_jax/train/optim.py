@@ -1,0 +1,80 @@
+"""AdamW with warm-up and decay, gradient clipping, and EMA (config.optim).
+
+GLIDE trained its models with AdamW at a constant learning rate after warm-up
+and sampled from exponential moving averages of the weights (rate 0.9999,
+as in improved DDPM / ADM). Several EMA rates can be tracked at once; the
+first one in `config.optim.ema_rates` is the one exported for sampling.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+
+def learning_rate_schedule(optim: ml_collections.ConfigDict, num_steps: int) -> optax.Schedule:
+    """Linear warm-up to `optim.learning_rate`, then constant, cosine or linear decay.
+
+    Args:
+      optim: `config.optim`.
+      num_steps: optimizer steps in the whole run (`config.train.num_steps`);
+        the decay reaches `end_learning_rate_factor * learning_rate` there.
+
+    Returns:
+      step (int) -> learning rate (float32 scalar).
+    """
+    peak = float(optim.learning_rate)
+    warmup = int(optim.warmup_steps)
+    end = peak * float(optim.end_learning_rate_factor)
+    decay_steps = max(num_steps - warmup, 1)
+    if optim.schedule == "constant":
+        after = optax.constant_schedule(peak)
+    elif optim.schedule == "cosine":
+        after = optax.cosine_decay_schedule(peak, decay_steps, alpha=end / peak if peak else 0.0)
+    elif optim.schedule == "linear":
+        after = optax.linear_schedule(peak, end, decay_steps)
+    else:
+        raise ValueError(f"config.optim.schedule = {optim.schedule!r}: unknown schedule")
+    if warmup == 0:
+        return after
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after], [warmup])
+
+
+def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """Global-norm clipping followed by AdamW with the configured schedule.
+
+    Args:
+      config: the full config (`optim` and `train.num_steps`).
+
+    Returns:
+      An optax transformation over the float32 parameter tree.
+    """
+    optim = config.optim
+    schedule = learning_rate_schedule(optim, int(config.train.num_steps))
+    parts = []
+    if optim.grad_clip_norm is not None:
+        parts.append(optax.clip_by_global_norm(float(optim.grad_clip_norm)))
+    parts.append(optax.adamw(schedule, b1=float(optim.b1), b2=float(optim.b2), eps=float(optim.eps),
+                             weight_decay=float(optim.weight_decay)))
+    return optax.chain(*parts)
+
+
+def update_ema(ema_params: Sequence[Any], params: Any, rates: Sequence[float]) -> tuple[Any, ...]:
+    """ema <- rate * ema + (1 - rate) * params, for each rate.
+
+    Args:
+      ema_params: one parameter tree per rate.
+      params: the parameters after this step's update.
+      rates: decay rates, same order as `ema_params`.
+
+    Returns:
+      The new EMA trees, as a tuple.
+    """
+    def one(ema, rate):
+        return jax.tree_util.tree_map(lambda e, p: rate * e + (1.0 - rate) * p, ema, params)
+
+    return tuple(one(ema, jnp.float32(rate)) for ema, rate in zip(ema_params, rates))

@@ -1,0 +1,31 @@
+"""Trains a GLIDE model (base, upsampler, inpainting or noised CLIP).
+
+    python train.py --config configs/shapes_base.py --workdir runs/shapes_base \
+        [--config.train.num_steps=2000 --config.mesh.fsdp=8 ...]
+
+Everything lives in `glide_jax.train.loop.train_and_evaluate`; a workdir that
+already holds a checkpoint resumes from it. See docs/ARCHITECTURE.md,
+"Training".
+"""
+
+import logging
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from glide_jax.train.loop import train_and_evaluate
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/shapes_base.py", "experiment config file",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "run directory (checkpoints, metrics, samples)", required=True)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main)
