@@ -127,8 +127,8 @@ def run(args: argparse.Namespace, echo: Callable[[str], None] = print) -> list[p
     settings = dict(
         mode=pipe.mode(inpaint),
         prompts=prompts,
-        checkpoints=dict(base=_absolute(args.base), upsample=_absolute(args.upsample),
-                         clip=_absolute(args.clip)),
+        checkpoints={model.role: _absolute(model.path) for model in (pipe.base, pipe.upsampler, pipe.clip)
+                     if model is not None},
         image=_absolute(args.image), mask=_absolute(args.mask),
         mask_convention="white = keep, black = generate",
         sample=sample_config.to_dict(),
