@@ -35,7 +35,6 @@ from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from tqdm import tqdm

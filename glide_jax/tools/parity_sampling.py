@@ -201,7 +201,7 @@ def _upsample_case(fixture_dir, case: str, meta: dict) -> Iterator[Check]:
         temperature=temperature, noise=_nhwc(data["noise_raw"]), wrap_model_fn=recorder.wrap,
         return_all_steps=True)
     yield _timesteps_check(case, recorder, data["model_timesteps"])
-    yield compare(_name(case, "initial noise (noise_raw * temp)"), _nchw(recorder.inputs[0]),
+    yield compare(_name(case, "x_T = noise_raw * temp"), _nchw(recorder.inputs[0]),
                   data["noise"], EXACT_ATOL, "abs")
     yield compare(_name(case, "first_step_sample"), _nchw(history["sample"][0]),
                   data["first_step_sample"], DDIM_ATOL, "abs")
