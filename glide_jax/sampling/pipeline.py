@@ -92,13 +92,33 @@ def resolve_checkpoint(path: str | pathlib.Path) -> pathlib.Path:
     return path
 
 
+# The config sections that describe a network; the rest (data, optim, train...)
+# is the training run's business and may come from an older or newer version.
+MODEL_SECTIONS = ("model", "text", "clip", "diffusion")
+
+
+def model_config(stored: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The network sections of a checkpoint's config over today's defaults, validated.
+
+    Fields added to the defaults after the checkpoint was written keep their
+    default; the training-only sections are dropped, so a checkpoint stays
+    loadable when those sections change.
+    """
+    defaults = config_lib.base_config()
+    config = ml_collections.ConfigDict({name: defaults[name] for name in MODEL_SECTIONS})
+    for name in MODEL_SECTIONS:
+        if name in stored:
+            config[name].update(stored[name])
+    return config_lib.validate(config)
+
+
 def _read_checkpoint(path: pathlib.Path, role: str):
     flag = f"--{role}"
     if not path.exists():
         raise SamplingError(f"{flag} checkpoint {path} does not exist")
     try:
-        config, params = checkpoints.load_model(path)
-        config_lib.validate(config)
+        stored, params = checkpoints.load_model(path)
+        config = model_config(stored)
     except (checkpoints.CheckpointError, config_lib.ConfigError, OSError, ValueError) as exc:
         raise SamplingError(f"cannot load {flag} checkpoint {path}: {exc}") from None
     kind = config.model.kind

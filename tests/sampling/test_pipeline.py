@@ -115,3 +115,20 @@ def test_a_training_workdir_resolves_to_its_export(tiny_checkpoints, tmp_path):
     shutil.copytree(tiny_checkpoints["base"], tmp_path / "workdir" / "export")
     pipe = load_pipeline(tmp_path / "workdir")
     assert pipe.base.path == tmp_path / "workdir" / "export" and pipe.image_size == 16
+
+
+def test_checkpoint_config_from_another_version_loads(tiny_checkpoints, tmp_path):
+    import json
+    import shutil
+
+    ckpt = shutil.copytree(tiny_checkpoints["base"], tmp_path / "old")
+    config = json.loads((ckpt / "config.json").read_text())
+    del config["model"]["remat"]  # a field added later: gets its default
+    config["data"] = {"an_old_field": 1}  # training sections are not the sampler's business
+    (ckpt / "config.json").write_text(json.dumps(config))
+    pipe = load_pipeline(ckpt)
+    assert pipe.base.config.model.remat is False and "data" not in pipe.base.config
+    config["model"]["kind"] = "nonsense"
+    (ckpt / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SamplingError, match=r"cannot load --base checkpoint .*config\.model\.kind = 'nonsense'"):
+        load_pipeline(ckpt)
