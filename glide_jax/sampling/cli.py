@@ -6,6 +6,7 @@ Usage:
       [--image PNG --mask PNG] [--steps 100] [--sampler ddpm|ddim]
       [--guidance-scale 3.0] [--upsample-steps fast27] [--upsample-sampler ddim]
       [--upsample-temp 0.997] [--clip-guidance-scale 3.0] [--batch-size 8] [--seed 0]
+      [--dtype float32|bfloat16|float16] [--grid-cols N] [--no-progress]
 
 Every sampler flag overrides one key of `config.sample`
 (`glide_jax.config.sample_defaults`), whose defaults are glide-text2im's
@@ -62,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, key, kind, text in _SAMPLE_FLAGS:
         parser.add_argument(flag, dest=key, type=kind, default=None,
                             help=f"{text} (default {defaults[key]!r})")
+    parser.add_argument("--dtype", choices=config_lib.DTYPES, default=None,
+                        help="compute dtype (default: each checkpoint's model.dtype); params stay float32")
     parser.add_argument("--grid-cols", type=int, default=None, help="images per grid row (default: square)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
@@ -119,7 +122,7 @@ def run(args: argparse.Namespace, echo: Callable[[str], None] = print) -> list[p
     prompts = read_prompts(args)
     if (args.image is None) != (args.mask is None):
         raise SamplingError("--image and --mask must be given together")
-    pipe = pipeline_lib.load_pipeline(args.base, upsample=args.upsample, clip=args.clip)
+    pipe = pipeline_lib.load_pipeline(args.base, upsample=args.upsample, clip=args.clip, dtype=args.dtype)
     inpaint = None
     if args.image is not None:
         inpaint = pipe.load_inpaint_inputs(args.image, args.mask)
@@ -132,6 +135,7 @@ def run(args: argparse.Namespace, echo: Callable[[str], None] = print) -> list[p
         image=_absolute(args.image), mask=_absolute(args.mask),
         mask_convention="white = keep, black = generate",
         sample=sample_config.to_dict(),
+        dtype=pipe.base.config.model.dtype,
         num_devices=pipe.num_devices,
         image_size=int(images.shape[1]),
     )

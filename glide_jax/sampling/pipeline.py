@@ -169,10 +169,19 @@ def _tokenizer(config, what: str):
     return tokenizer
 
 
-def load_model(path: str | pathlib.Path, role: str, mesh) -> LoadedModel:
-    """Reads, checks and places one exported checkpoint (see `ROLE_KINDS`)."""
+def load_model(path: str | pathlib.Path, role: str, mesh, dtype: str | None = None) -> LoadedModel:
+    """Reads, checks and places one exported checkpoint (see `ROLE_KINDS`).
+
+    `dtype` overrides the compute dtype (config.model.dtype); params stay float32.
+    """
     path = resolve_checkpoint(path)
     config, params = _read_checkpoint(path, role)
+    if dtype is not None:
+        config.model.dtype = dtype
+        try:
+            config_lib.validate(config)
+        except config_lib.ConfigError as exc:
+            raise SamplingError(f"--dtype {dtype!r}: {exc}") from None
     what = f"--{role} checkpoint {path}"
     module = factory.create_model(config)
     _check_params(module, config, params, what)
@@ -183,7 +192,7 @@ def load_model(path: str | pathlib.Path, role: str, mesh) -> LoadedModel:
 
 def load_pipeline(base: str | pathlib.Path, upsample: str | pathlib.Path | None = None,
                   clip: str | pathlib.Path | None = None, *,
-                  devices: Sequence[jax.Device] | None = None) -> "Pipeline":
+                  devices: Sequence[jax.Device] | None = None, dtype: str | None = None) -> "Pipeline":
     """Loads the cascade from exported checkpoints (glide_jax.checkpoints format).
 
     Args:
@@ -193,17 +202,19 @@ def load_pipeline(base: str | pathlib.Path, upsample: str | pathlib.Path | None 
       clip: optional noised CLIP ("clip"): CLIP guidance instead of
         classifier-free guidance.
       devices: devices of the 1-D batch mesh; default all local devices.
+      dtype: compute dtype of every model ("float32", "bfloat16", "float16");
+        None keeps each checkpoint's config.model.dtype.
 
     Raises:
       SamplingError: a missing or unreadable checkpoint, a model of the wrong
         kind, params that do not fit their config, or mismatched models.
     """
     mesh = batching.make_mesh(devices)
-    models = {"base": load_model(base, "base", mesh)}
+    models = {"base": load_model(base, "base", mesh, dtype)}
     if upsample is not None:
-        models["upsample"] = load_model(upsample, "upsample", mesh)
+        models["upsample"] = load_model(upsample, "upsample", mesh, dtype)
     if clip is not None:
-        models["clip"] = load_model(clip, "clip", mesh)
+        models["clip"] = load_model(clip, "clip", mesh, dtype)
     return Pipeline(models["base"], models.get("upsample"), models.get("clip"), mesh)
 
 
