@@ -1,0 +1,197 @@
+"""Timing method and run records shared by the benchmark scripts.
+
+The method (docs/PERFORMANCE.md, "Method"):
+
+1. Compile explicitly (`jitted.lower(...).compile()`) and report the
+   compile time on its own, so it never leaks into a timed run.
+2. Call the compiled program `warmup` times untimed: allocators, cuDNN/cuBLAS
+   autotuning caches and host-side dispatch settle.
+3. Call it `repeats` times, waiting for each result with
+   `jax.block_until_ready`, and take the median (robust to a stray slow run
+   on a shared machine). Every time is kept in the JSON.
+
+Each result JSON carries `run_metadata()`: date, device, jax/jaxlib/flax
+versions, git commit and XLA_FLAGS, so a number can be traced to its code
+and machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import platform
+import statistics
+import subprocess
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO / "benchmarks" / "results"
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """Wall-clock seconds of one benchmarked program.
+
+    Attributes:
+      compile_s: lowering + XLA compilation (None when not compiled here).
+      warmup_s: the untimed warm-up calls, for reference.
+      times_s: the timed calls; the result is their median.
+    """
+
+    compile_s: float | None
+    warmup_s: tuple[float, ...]
+    times_s: tuple[float, ...]
+
+    @property
+    def median_s(self) -> float:
+        return float(statistics.median(self.times_s))
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON fields: compile_s, median_s, min_s, max_s, times_s, warmup_s."""
+        return {
+            "compile_s": None if self.compile_s is None else round(self.compile_s, 4),
+            "median_s": round(self.median_s, 6),
+            "min_s": round(min(self.times_s), 6),
+            "max_s": round(max(self.times_s), 6),
+            "times_s": [round(t, 6) for t in self.times_s],
+            "warmup_s": [round(t, 6) for t in self.warmup_s],
+        }
+
+
+# --smoke only: XLA:CPU spends most of a tiny model's compile in LLVM; the
+# smoke runs check the plumbing, not the speed, so they skip its optimisations.
+SMOKE_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def compile_timed(jitted: Any, *args, compiler_options: dict[str, Any] | None = None,
+                  **kwargs) -> tuple[Any, Any, float]:
+    """Lowers and compiles `jitted` for these arguments (real or abstract).
+
+    Args:
+      jitted: a `jax.jit` function.
+      *args, **kwargs: its arguments, arrays or jax.ShapeDtypeStruct.
+      compiler_options: XLA debug options for this compile only (e.g.
+        SMOKE_COMPILER_OPTIONS); None keeps the defaults and XLA_FLAGS.
+
+    Returns:
+      (compiled, lowered, seconds): the executable, the lowered program (for
+      the unoptimised cost analysis) and the lowering + compile time.
+    """
+    start = time.perf_counter()
+    lowered = jitted.lower(*args, **kwargs)
+    compiled = lowered.compile(compiler_options=compiler_options) if compiler_options else lowered.compile()
+    return compiled, lowered, time.perf_counter() - start
+
+
+def time_calls(call: Callable[[], Any], repeats: int, warmup: int = 1,
+               compile_s: float | None = None) -> tuple[Timing, Any]:
+    """Times `call()` (which runs the program once and returns its outputs).
+
+    The call is responsible for threading state between runs (e.g. a train
+    step that donates its state); each run is waited for before the clock
+    stops.
+
+    Args:
+      call: no-argument function; its return value is blocked on.
+      repeats: timed calls (>= 1).
+      warmup: untimed calls before them (>= 0).
+      compile_s: compile time measured beforehand, recorded in the Timing.
+
+    Returns:
+      (timing, output of the last call).
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats={repeats} must be >= 1 and warmup={warmup} >= 0")
+    output = None
+    warmups, times = [], []
+    for index in range(warmup + repeats):
+        start = time.perf_counter()
+        output = jax.block_until_ready(call())
+        (warmups if index < warmup else times).append(time.perf_counter() - start)
+    return Timing(compile_s, tuple(warmups), tuple(times)), output
+
+
+def all_finite(tree: Any) -> bool:
+    """True if every floating-point leaf of `tree` is free of NaN and inf."""
+    leaves = [x for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+    return all(bool(jnp.isfinite(x).all()) for x in leaves)
+
+
+def add_xla_flags(flags: str | None) -> None:
+    """Appends `flags` to XLA_FLAGS for this process.
+
+    XLA reads the variable once, when jax first initialises a backend, so this
+    must run before anything touches a device; the scripts call it first
+    thing in `main`. Callers that already use jax (tests) must set XLA_FLAGS
+    themselves.
+    """
+    if flags:
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
+
+
+def git_commit() -> dict[str, Any]:
+    """{"commit": sha or None, "dirty": bool or None} of the repository."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=20,
+                              check=True).stdout.strip()
+
+    try:
+        sha = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": sha, "dirty": dirty}
+
+
+def _version(module: str) -> str | None:
+    try:
+        return __import__(module).__version__
+    except (ImportError, AttributeError):
+        return None
+
+
+def run_metadata(devices: Sequence[Any]) -> dict[str, Any]:
+    """Where and with what a result was measured.
+
+    Args:
+      devices: the devices the benchmark ran on.
+    """
+    first = devices[0]
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "device_kind": first.device_kind,
+        "platform": first.platform,
+        "num_devices": len(devices),
+        "jax": jax.__version__,
+        "jaxlib": _version("jaxlib"),
+        "flax": _version("flax"),
+        "optax": _version("optax"),
+        "python": platform.python_version(),
+        "host": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        **git_commit(),
+    }
+
+
+def write_json(result: dict[str, Any], out: str | pathlib.Path | None) -> str:
+    """Writes `result` as indented JSON to `out` (if given); returns the text."""
+    text = json.dumps(result, indent=2)
+    if out is not None:
+        path = pathlib.Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+    return text
+
+
+def default_out(name: str, smoke: bool, out: str | None) -> pathlib.Path | None:
+    """`--out` if given, else benchmarks/results/<name>.json; smoke runs write nothing by default."""
+    if out is not None:
+        return pathlib.Path(out)
+    return None if smoke else RESULTS_DIR / f"{name}.json"

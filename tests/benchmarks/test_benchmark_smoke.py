@@ -1,0 +1,99 @@
+"""The speed benchmarks run end to end in --smoke mode and write complete JSON.
+
+Each script's `main` runs in-process on the first CPU device with a tiny
+model, so a change to the sampling stages, the models or the train step
+that breaks a benchmark fails here instead of on the next GPU run.
+"""
+
+import importlib.util
+import json
+import math
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+METADATA = ("date", "device_kind", "platform", "num_devices", "jax", "jaxlib", "flax", "python", "commit",
+            "dirty", "xla_flags")
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(name: str, tmp_path_factory, *args) -> dict:
+    out = tmp_path_factory.mktemp(name) / "result.json"
+    assert _load(name).main(["--smoke", "--out", str(out), *args]) == 0
+    return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def sample_result(tmp_path_factory):
+    return _run("sample_speed", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def train_result(tmp_path_factory):
+    return _run("train_speed", tmp_path_factory)
+
+
+def _check_timing(row: dict, repeats: int) -> None:
+    assert len(row["times_s"]) == repeats and len(row["warmup_s"]) == 1
+    assert row["min_s"] <= row["median_s"] <= row["max_s"]
+    assert row["compile_s"] > 0
+
+
+def test_sample_speed_smoke(sample_result):
+    r = sample_result
+    assert r["benchmark"] == "sample_speed" and r["smoke"] is True
+    assert all(r[key] is not None for key in METADATA if key != "dirty")
+    assert len(r["commit"]) == 40 and r["device_kind"] == "cpu"
+    assert r["settings"]["dtype"] == "bfloat16" and r["settings"]["batch_sizes"] == [2]
+    rows = {row["workload"]: row for row in r["results"]}
+    assert set(rows) == {"base", "upsample"}
+    base, up = rows["base"], rows["upsample"]
+    # CFG doubles the model rows; the base loop is the smoke's short respacing.
+    assert (base["model_rows"], base["steps"], base["sampler"], base["guidance_scale"]) == (4, 10, "ddpm", 3.0)
+    assert (up["model_rows"], up["steps"], up["sampler"], up["respacing"]) == (2, 27, "ddim", "fast27")
+    for row in (base, up):
+        _check_timing(row, 2)
+        assert row["finite"] is True
+        assert row["output_shape"] == [2, 16, 16, 3]
+        assert row["images_per_s"] == pytest.approx(2 / row["median_s"], rel=1e-3)
+        # steps U-Net calls plus one text encoding, as counted from the jaxprs.
+        assert row["batch_flops"] == row["steps"] * row["unet_call_flops"] + row["text_encoder_flops"]
+        assert row["unet_call_flops"] > row["text_encoder_flops"] > 0
+        assert row["compute_floor_s"] == pytest.approx(row["batch_flops"] / 790e12)
+        assert row["memory"]["peak_bytes"] > 0
+
+
+def test_train_speed_smoke(train_result):
+    r = train_result
+    assert r["benchmark"] == "train_speed" and r["smoke"] is True
+    assert all(r[key] is not None for key in METADATA if key != "dirty")
+    step = r["train_step"]
+    _check_timing(step, 2)
+    assert step["batch_size"] == 4 and step["dtype"] == "bfloat16" and r["settings"]["devices"] == 1
+    assert step["finite"] is True and math.isfinite(step["loss"])
+    assert step["images_per_s"] == pytest.approx(4 / step["median_s"], rel=1e-3)
+    # The jaxpr count (matmuls + convolutions) is most of what XLA counts
+    # (it adds elementwise work), never more.
+    lowered = step["xla_lowered"]["flops"]
+    assert 0.5 * lowered < step["model_flops_per_step"] <= lowered
+    assert step["xla_compiled"]["flops"] > 0
+    peak = r["matmul_peak"]
+    assert peak["size"] == 256 and peak["tflops"] > 0
+    assert step["mfu"] == pytest.approx(step["model_tflops"] / peak["tflops"], rel=0.01)
+    assert step["memory"]["peak_bytes"] > step["memory"]["compiled"]["argument_size_in_bytes"] > 0
+
+
+def test_benchmarks_import_no_tensorflow():
+    code = ("import sys; sys.path.insert(0, 'benchmarks'); import sample_speed, train_speed; "
+            "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
