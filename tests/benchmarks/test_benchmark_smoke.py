@@ -97,3 +97,26 @@ def test_benchmarks_import_no_tensorflow():
             "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_flop_count_smoke(tmp_path_factory):
+    r = _run("flop_count", tmp_path_factory, "--batch-sizes", "1", "2", "--train-batch", "2")
+    assert r["benchmark"] == "flop_count" and r["params"]["base"] > 0
+    calls = {(c["model"], c["rows"]): c for c in r["model_calls"]}
+    assert set(calls) == {("base", 2), ("base", 4), ("upsample", 1), ("upsample", 2)}
+    for call in calls.values():
+        unet = call["unet_call"]
+        # The jaxpr count is XLA's count minus elementwise work.
+        assert 0.5 * unet["xla_lowered"]["flops"] < unet["model_flops"] <= unet["xla_lowered"]["flops"]
+    # FLOPs scale with the rows: per image, batch 1 and batch 2 cost the same.
+    assert calls[("base", 4)]["unet_call"]["model_flops"] == 2 * calls[("base", 2)]["unet_call"]["model_flops"]
+    work = {w["workload"]: w for w in r["workloads"]}
+    base1 = work["base sampling, 100 steps + CFG, batch 1"]
+    assert base1["model_flops"] == (100 * calls[("base", 2)]["unet_call"]["model_flops"]
+                                    + calls[("base", 2)]["text_encoder"]["model_flops"])
+    assert work["upsampler fast27, batch 2"]["steps"] == 27
+    # A training step is a forward and a backward (about twice the forward)
+    # over 2 images: between 2x and 4x the forward of those rows.
+    forward = calls[("base", 2)]["unet_call"]["model_flops"] + calls[("base", 2)]["text_encoder"]["model_flops"]
+    train = work["base training step, batch 2"]["model_flops"]
+    assert 2 * forward < train < 4 * forward
