@@ -257,7 +257,7 @@ class Pipeline:
         return (self.upsampler or self.base).module.image_size
 
     def mode(self, inpaint=None) -> str:
-        """"inpaint", "clip" or "text2im" (classifier-free guidance)."""
+        """The mode: "inpaint", "clip" or "text2im" (classifier-free guidance)."""
         if inpaint is not None or self.base.kind == "inpaint":
             return "inpaint"
         return "clip" if self.clip is not None else "text2im"
