@@ -35,7 +35,7 @@ from glide_jax.sampling.errors import SamplingError
 _SAMPLE_FLAGS = (
     ("--steps", "steps", str, 'base respacing: "N", "a,b,c", "ddimN" or "fast27"'),
     ("--sampler", "sampler", str, "base sampler: ddpm or ddim"),
-    ("--guidance-scale", "guidance_scale", float, "classifier-free guidance scale (1.0 = off)"),
+    ("--guidance-scale", "guidance_scale", float, "classifier-free guidance scale (1.0 = the conditional model)"),
     ("--clip-guidance-scale", "clip_guidance_scale", float, "CLIP guidance scale (with --clip)"),
     ("--upsample-steps", "upsample_steps", str, "upsampler respacing"),
     ("--upsample-sampler", "upsample_sampler", str, "upsampler sampler: ddpm or ddim"),
