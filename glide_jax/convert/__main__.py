@@ -57,7 +57,8 @@ def _unet_config(raw: dict, model_kind: str) -> ml_collections.ConfigDict:
     inpaint, super_res = _FLAGS[model_kind]
     for flag, wanted in (("inpaint", inpaint), ("super_res", super_res)):
         if flag in options and bool(options[flag]) != wanted:
-            raise core.ConversionError(f"options say {flag}={options[flag]} but --kind is a {model_kind} model")
+            raise core.ConversionError(
+                f"options say {flag}={options[flag]}, which does not fit model kind {model_kind!r}")
         options[flag] = wanted
     config = config_lib.config_from_glide_options(options)
     if "tokenizer_n_vocab" in raw:

@@ -44,7 +44,7 @@ class ResidualAttentionBlock(nn.Module):
         h = layers.LayerNorm32(name="ln_1")(x)
         qkv = layers.dense(3 * self.width, ("embed", "heads"), self.dtype, name="c_qkv")(h)
         q, k, v = layers.split_heads(qkv, self.heads, 3)
-        h = layers.attention(q, k, v)
+        h = layers.attention(q, k, v, self.dtype)
         x = x + layers.dense(self.width, ("heads", "embed"), self.dtype, name="attn_c_proj")(h)
         h = layers.LayerNorm32(name="ln_2")(x)
         h = layers.dense(4 * self.width, ("embed", "mlp"), self.dtype, name="c_fc")(h)
@@ -63,7 +63,8 @@ class TextTransformer(nn.Module):
       n_vocab: token embedding rows.
       final_ln: LayerNorm after the last block.
       padding: learned padding embedding where the mask is False.
-      dtype: compute dtype (embeddings and LayerNorms stay float32).
+      dtype: compute dtype of the matmuls (embeddings, LayerNorms and the
+        residual stream stay float32).
     """
 
     text_ctx: int
@@ -84,7 +85,7 @@ class TextTransformer(nn.Module):
           mask: (B, L) bool, True on real tokens; required when `padding`.
 
         Returns:
-          (B, L, W) transformer output in the compute dtype.
+          (B, L, W) float32 transformer output.
         """
         if tokens.ndim != 2 or tokens.shape[1] != self.text_ctx:
             raise ValueError(f"tokens must be (B, {self.text_ctx}), got {tokens.shape}")
@@ -104,7 +105,6 @@ class TextTransformer(nn.Module):
                                  nn.with_logical_partitioning(embed_init, (None, "embed")),
                                  (self.text_ctx, self.width), jnp.float32)
             x = jnp.where(mask[..., None].astype(bool), x, padding[None])
-        x = x.astype(self.dtype)
         for i in range(self.layers):
             x = ResidualAttentionBlock(self.width, self.heads, self.dtype, name=f"resblocks_{i}")(x)
         if self.final_ln:

@@ -76,7 +76,7 @@ class ResBlock(nn.Module):
         h = layers.conv(self.out_channels, 3, self.dtype, name="out_conv", zero_init=True)(h)
         if x.shape[-1] != self.out_channels:
             x = layers.conv(self.out_channels, 1, self.dtype, name="skip")(x)
-        return x.astype(h.dtype) + h
+        return x + h  # float32: convs return float32, so the residual stream stays float32
 
 
 class AttentionBlock(nn.Module):
@@ -100,11 +100,11 @@ class AttentionBlock(nn.Module):
         if encoder_out is not None:
             kv = layers.dense(2 * c, ("embed", "heads"), self.dtype, name="encoder_kv")(encoder_out)
             ek, ev = layers.split_heads(kv, self.num_heads, 2)
-            k = jnp.concatenate([ek.astype(k.dtype), k], axis=1)
-            v = jnp.concatenate([ev.astype(v.dtype), v], axis=1)
-        h = layers.attention(q, k, v)
+            k = jnp.concatenate([ek, k], axis=1)
+            v = jnp.concatenate([ev, v], axis=1)
+        h = layers.attention(q, k, v, self.dtype)
         h = layers.dense(c, ("heads", "embed"), self.dtype, name="proj_out", zero_init=True)(h)
-        return x + h.reshape(b, hgt, wid, c).astype(x.dtype)
+        return x + h.reshape(b, hgt, wid, c)
 
 
 class Downsample(nn.Module):
@@ -334,8 +334,7 @@ class Text2ImUNet(nn.Module):
                 raise ValueError("Text2ImUNet needs tokens (and mask) or text_emb")
             text_emb = self.encode_text(tokens, mask)
         emb = emb + text_emb["xf_proj"].astype(emb.dtype)
-        xf_out = text_emb["xf_out"].astype(self.dtype)
-        h = h.astype(self.dtype)
+        xf_out = text_emb["xf_out"]
         skips = []
         for block in self.input_blocks:
             h = self._run_block(block, h, emb, xf_out, deterministic)
