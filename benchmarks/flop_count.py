@@ -119,14 +119,22 @@ def train_step_costs(config: ml_collections.ConfigDict, batch_size: int, compile
     return row
 
 
-def sampling_workload(name: str, call: dict[str, Any], steps: int, images: int) -> dict[str, Any]:
-    """A sampling batch: `steps` U-Net calls plus one text encoding."""
+def sampling_workload(name: str, call: dict[str, Any], steps: int, images: int, param_bytes: int
+                      ) -> dict[str, Any]:
+    """A sampling batch: `steps` U-Net calls plus one text encoding.
+
+    `weight_read_floor_s` is the least memory traffic any implementation
+    has: every step reads every float32 parameter once. It bounds small
+    batches; `memory_floor_s` (XLA:CPU's fused bytes, with --compile) is
+    only indicative, since a GPU fuses differently.
+    """
     unet, text = call["unet_call"], call["text_encoder"]
     flops = steps * unet["model_flops"] + text["model_flops"]
     lowered_bytes = steps * unet["xla_lowered"]["bytes_accessed"] + text["xla_lowered"]["bytes_accessed"]
     row = {"workload": name, "images": images, "model_rows": call["rows"], "steps": steps, "model_flops": flops,
            "model_flops_per_image": flops / images, "xla_lowered_bytes": lowered_bytes,
-           **roofline.floors(flops)}
+           **roofline.floors(flops),
+           "weight_read_floor_s": roofline.floors(None, steps * param_bytes)["memory_floor_s"]}
     if "xla_cpu_compiled" in unet:
         row["xla_cpu_compiled_bytes"] = steps * unet["xla_cpu_compiled"]["bytes_accessed"]
         row["memory_floor_s"] = roofline.floors(None, row["xla_cpu_compiled_bytes"])["memory_floor_s"]
@@ -139,14 +147,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sample = config_lib.sample_defaults()
     base_steps = int(diffusion_from_config(base.diffusion, sample.steps).num_timesteps)
     up_steps = int(diffusion_from_config(up.diffusion, sample.upsample_steps).num_timesteps)
+    params = {kind: param_count(abstract_params(factory.create_model(c), c)) for kind, c in
+              (("base", base), ("upsample", up))}
     calls, workloads = [], []
     for batch in args.batch_sizes:
         calls.append(model_call_costs("base", base, 2 * batch, args.compile))  # CFG: 2B rows
         workloads.append(sampling_workload(f"base sampling, {sample.steps} steps + CFG, batch {batch}",
-                                           calls[-1], base_steps, batch))
+                                           calls[-1], base_steps, batch, 4 * params["base"]))
         calls.append(model_call_costs("upsample", up, batch, args.compile))
         workloads.append(sampling_workload(f"upsampler {sample.upsample_steps}, batch {batch}",
-                                           calls[-1], up_steps, batch))
+                                           calls[-1], up_steps, batch, 4 * params["upsample"]))
         print(f"batch {batch}: done", flush=True)
     train = train_step_costs(train_speed.train_config(args.smoke, args.dtype, args.train_batch, False),
                              args.train_batch, args.compile)
@@ -161,8 +171,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "settings": {"dtype": args.dtype, "batch_sizes": list(args.batch_sizes), "train_batch": args.train_batch,
                      "compile": args.compile, "floor_tflops": roofline.FLOOR_TFLOPS, "hbm_tbps": roofline.HBM_TBPS},
         **harness.run_metadata(jax.devices("cpu")),
-        "params": {"base": param_count(abstract_params(factory.create_model(base), base)),
-                   "upsample": param_count(abstract_params(factory.create_model(up), up))},
+        "params": params,
         "model_calls": calls,
         "train_step": train,
         "workloads": workloads,

@@ -8,8 +8,11 @@ Three FLOP counts are reported, because they answer different questions:
   PyTorch's flop counter that gave the reference's 45.7 TFLOP per training
   step, and it does not depend on the backend or on rematerialisation.
 * `xla_cost(lowered)`: XLA's HloCostAnalysis of the unoptimised program:
-  the matmul FLOPs plus one FLOP per elementwise op, and "bytes accessed"
-  as if nothing were fused (an upper bound on memory traffic).
+  one FLOP per elementwise op on top of the matmuls, but convolutions
+  counted over in-bounds taps only (zero padding excluded, which at 8x8
+  with 3x3 kernels removes 16%), so it can come out above or below the
+  model FLOPs; and "bytes accessed" as if nothing were fused (an upper
+  bound on memory traffic).
 * `xla_cost(compiled)`: the same analysis after XLA's optimisations for
   the target backend (fusion changes the bytes; remat changes the FLOPs).
 
