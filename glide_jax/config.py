@@ -213,6 +213,7 @@ def mesh_defaults() -> ml_collections.ConfigDict:
             rules=(
                 ("batch", ("data", "fsdp")),
                 ("embed", "fsdp"),
+                ("conv_out", "fsdp"),
                 ("mlp", "tensor"),
                 ("heads", "tensor"),
                 ("kv", None),

@@ -85,9 +85,11 @@ def _uses(axes, name: str) -> bool:
 
 
 def _fit_spec(spec: P, shape: tuple[int, ...], mesh: Mesh, fallback: bool) -> P:
-    """Drops mesh axes that do not divide their dimension; adds the fsdp fallback."""
+    """Drops mesh axes of size 1 or that do not divide their dimension; adds the fsdp fallback."""
     entries = list(spec) + [None] * (len(shape) - len(spec))
-    entries = [axes if dim % _axis_size(mesh, axes) == 0 else None for axes, dim in zip(entries, shape)]
+    # Axes of size 1 split nothing; dropping them frees the dimension for the fallback.
+    entries = [None if _axis_size(mesh, axes) == 1 or dim % _axis_size(mesh, axes) else axes
+               for axes, dim in zip(entries, shape)]
     fsdp = mesh.shape["fsdp"]
     if fallback and fsdp > 1 and not any(_uses(axes, "fsdp") for axes in entries):
         free = [i for i, (axes, dim) in enumerate(zip(entries, shape)) if axes is None and dim % fsdp == 0]

@@ -178,6 +178,8 @@ def _train_loop(run: Run, state: Any, pipeline: Any, writer: metrics_lib.Metrics
         state, metrics = run.train_step(state, batch, fold(base_key, step))
         step += 1
         pending.append((step, metrics))
+        if len(pending) > 1:  # keep one step in flight, so the bar shows finished steps
+            jax.block_until_ready(pending[-2][1]["loss"])
         writer.step_done(step)
         stopping = stop.requested()
         saving = step % cfg.checkpoint_every == 0 or step == cfg.num_steps or stopping
