@@ -38,4 +38,12 @@ def get_config() -> ml_collections.ConfigDict:
     t.xf_layers = 16  # transformer blocks
     t.xf_heads = 8  # 64 channels per head
     config.diffusion.noise_schedule = "squaredcos_cap_v2"  # cosine schedule, 1000 steps
+    # Training (GLIDE §4; optimizer settings as ADM's 64 px models).
+    config.optim.learning_rate = 1e-4  # AdamW peak learning rate
+    config.optim.warmup_steps = 1000  # linear warm-up
+    config.optim.ema_rates = (0.9999,)  # EMA of the weights used for sampling
+    config.data.batch_size = 2048  # GLIDE §4: base model batch size
+    config.train.num_steps = 2_500_000  # GLIDE §4: 2.5M iterations
+    config.train.checkpoint_every = 10_000  # steps between checkpoints
+    config.train.log_every = 100  # steps between metric rows
     return config_lib.validate(config)

@@ -25,4 +25,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.image_size = 64  # resolution of the base model CLIP guides
     config.model.dtype = "float32"  # compute dtype; "bfloat16" for speed
     # config.clip keeps the released values of glide_jax.config.clip_defaults().
+    # Training (the paper gives no noised-CLIP optimizer settings; as the base model).
+    config.optim.learning_rate = 1e-4  # AdamW peak learning rate
+    config.optim.warmup_steps = 1000  # linear warm-up
+    config.optim.ema_rates = (0.9999,)  # EMA of the weights
+    config.data.batch_size = 2048  # contrastive batch
+    config.train.sample_every = None  # a CLIP has no samples of its own
     return config_lib.validate(config_lib.validate_clip(config))

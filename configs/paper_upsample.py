@@ -38,4 +38,14 @@ def get_config() -> ml_collections.ConfigDict:
     t.xf_layers = 16  # not in the paper: the released upsampler's depth
     t.xf_heads = 16  # 64 channels per head
     config.diffusion.noise_schedule = "linear"  # the upsampler's schedule
+    # Training (GLIDE §4; optimizer settings as ADM's upsamplers).
+    config.optim.learning_rate = 1e-4  # AdamW peak learning rate
+    config.optim.warmup_steps = 1000  # linear warm-up
+    config.optim.ema_rates = (0.9999,)  # EMA of the weights used for sampling
+    config.data.batch_size = 512  # GLIDE §4: upsampler batch size
+    config.train.num_steps = 1_600_000  # GLIDE §4: 1.6M iterations
+    config.train.checkpoint_every = 10_000  # steps between checkpoints
+    config.train.log_every = 100  # steps between metric rows
+    config.train.sample_guidance_scale = 1.0  # upsamplers sample unguided
+    config.mesh.fsdp = 8  # shard params, moments and EMA 8 ways
     return config_lib.validate(config)
