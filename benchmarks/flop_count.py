@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         workloads.append(sampling_workload(f"upsampler {sample.upsample_steps}, batch {batch}",
                                            calls[-1], up_steps, batch, 4 * params["upsample"]))
         print(f"batch {batch}: done", flush=True)
-    train = train_step_costs(train_speed.train_config(args.smoke, args.dtype, args.train_batch, False),
+    train = train_step_costs(train_speed.train_config(args.smoke, args.dtype, args.train_batch, args.remat),
                              args.train_batch, args.compile)
     workloads.append({"workload": f"base training step, batch {args.train_batch}", "images": args.train_batch,
                       "model_flops": train["model_flops"],
@@ -169,6 +169,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "flop_count",
         "smoke": args.smoke,
         "settings": {"dtype": args.dtype, "batch_sizes": list(args.batch_sizes), "train_batch": args.train_batch,
+                     "remat": args.remat,
                      "compile": args.compile, "floor_tflops": roofline.FLOOR_TFLOPS, "hbm_tbps": roofline.HBM_TBPS},
         **harness.run_metadata(jax.devices("cpu")),
         "params": params,
@@ -184,6 +185,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dtype", default="bfloat16", choices=config_lib.DTYPES, help="compute dtype")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64], help="sampling batch sizes")
     parser.add_argument("--train-batch", type=int, default=64, help="training batch")
+    parser.add_argument("--remat", action="store_true", help="training step with config.model.remat")
     parser.add_argument("--compile", action="store_true", help="also compile for XLA:CPU (slow at full size)")
     parser.add_argument("--out", default=None,
                         help="results JSON (default benchmarks/results/flop_count.json; smoke: none)")

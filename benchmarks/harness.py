@@ -135,6 +135,13 @@ def add_xla_flags(flags: str | None) -> None:
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
 
 
+def out_of_memory_hint(exc: BaseException, hint: str) -> str | None:
+    """A one-line message if `exc` is XLA running out of device memory, else None."""
+    if isinstance(exc, jax.errors.JaxRuntimeError) and "RESOURCE_EXHAUSTED" in str(exc):
+        return f"out of device memory: {str(exc).splitlines()[0][:300]}\n{hint}"
+    return None
+
+
 def git_commit() -> dict[str, Any]:
     """{"commit": sha or None, "dirty": bool or None} of the repository."""
     def git(*args):

@@ -206,7 +206,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
     parser.add_argument("--base-steps", default=None, help='base respacing (default "100"; smoke "10")')
     parser.add_argument("--upsample-steps", default=None, help='upsampler respacing (default "fast27")')
-    parser.add_argument("--repeats", type=int, default=None, help="timed runs per point (default 5; smoke 2)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per point (default 3; smoke 2)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs after compiling")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--xla-flags", default=None, help="appended to XLA_FLAGS before jax starts")
@@ -217,7 +217,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     sample = config_lib.sample_defaults()
     args.base_steps = args.base_steps or ("10" if args.smoke else sample.steps)
     args.upsample_steps = args.upsample_steps or sample.upsample_steps
-    args.repeats = args.repeats or (2 if args.smoke else 5)
+    args.repeats = args.repeats or (2 if args.smoke else 3)
     if min(args.batch_sizes) < 1:
         parser.error(f"--batch-sizes {args.batch_sizes}: must be positive")
     return args
@@ -226,7 +226,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     harness.add_xla_flags(args.xla_flags)
-    result = run(args)
+    try:
+        result = run(args)
+    except jax.errors.JaxRuntimeError as exc:
+        message = harness.out_of_memory_hint(exc, "try smaller --batch-sizes")
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        return 1
     out = harness.default_out("sample_speed", args.smoke, args.out)
     harness.write_json(result, out)
     print(f"wrote {out}" if out else harness.write_json(result, None))

@@ -176,7 +176,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     harness.add_xla_flags(args.xla_flags)
-    result = run(args)
+    try:
+        result = run(args)
+    except jax.errors.JaxRuntimeError as exc:
+        message = harness.out_of_memory_hint(
+            exc, "try --remat (rematerialised residual blocks) or a smaller --batch-size")
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        return 1
     out = harness.default_out("train_speed", args.smoke, args.out)
     text = harness.write_json(result, out)
     print(f"wrote {out}" if out else text)

@@ -58,3 +58,11 @@ def test_run_metadata_and_json(tmp_path):
     assert harness.default_out("a", smoke=True, out=None) is None
     assert harness.default_out("a", smoke=False, out=None) == harness.RESULTS_DIR / "a.json"
     assert harness.default_out("a", smoke=True, out=str(out)) == out
+
+
+def test_out_of_memory_hint():
+    oom = jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 123 bytes.\nmore")
+    message = harness.out_of_memory_hint(oom, "try --remat")
+    assert message.startswith("out of device memory: RESOURCE_EXHAUSTED") and message.endswith("try --remat")
+    assert harness.out_of_memory_hint(jax.errors.JaxRuntimeError("INTERNAL: x"), "h") is None
+    assert harness.out_of_memory_hint(ValueError("RESOURCE_EXHAUSTED"), "h") is None
