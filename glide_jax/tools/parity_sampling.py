@@ -88,6 +88,11 @@ class _Recorder:
         self.timesteps.append(np.asarray(t))
         self.outputs.append(np.asarray(out))
 
+    def wait(self) -> "_Recorder":
+        """Blocks until every callback has run (they run asynchronously)."""
+        jax.effects_barrier()
+        return self
+
     def wrap(self, fn: Callable) -> Callable:
         def recorded(x, t, **kwargs):
             out = fn(x, t, **kwargs)
@@ -101,6 +106,7 @@ def _name(case: str, what: str) -> str:
 
 
 def _timesteps_check(case: str, recorder: _Recorder, expected: np.ndarray, what="model_timesteps") -> Check:
+    recorder.wait()
     got = np.stack(recorder.timesteps) if recorder.timesteps else np.zeros((0,))
     return compare(_name(case, what), got.astype(np.int64), expected, 0.0, "exact")
 
@@ -159,7 +165,7 @@ def _inpaint_case(fixture_dir, case: str, meta: dict) -> Iterator[Check]:
     final, history = stages.sample_base(module, params, diffusion, "ddpm",
                                         wrap_model_fn=recorder.wrap, **common)
     yield _timesteps_check(case, recorder, data["model_timesteps"])
-    yield compare(_name(case, "step_model_outputs"), _nchw(np.stack(recorder.outputs)),
+    yield compare(_name(case, "step_model_outputs"), _nchw(np.stack(recorder.wait().outputs)),
                   data["step_model_outputs"], DDPM_ATOL, "abs")
     yield compare(_name(case, "step_samples"), _nchw(history["sample"]), data["step_samples"],
                   DDPM_ATOL, "abs")
@@ -201,7 +207,7 @@ def _upsample_case(fixture_dir, case: str, meta: dict) -> Iterator[Check]:
         temperature=temperature, noise=_nhwc(data["noise_raw"]), wrap_model_fn=recorder.wrap,
         return_all_steps=True)
     yield _timesteps_check(case, recorder, data["model_timesteps"])
-    yield compare(_name(case, "x_T = noise_raw * temp"), _nchw(recorder.inputs[0]),
+    yield compare(_name(case, "x_T = noise_raw * temp"), _nchw(recorder.wait().inputs[0]),
                   data["noise"], EXACT_ATOL, "abs")
     yield compare(_name(case, "first_step_sample"), _nchw(history["sample"][0]),
                   data["first_step_sample"], DDIM_ATOL, "abs")
