@@ -76,7 +76,7 @@ class ResBlock(nn.Module):
         h = layers.conv(self.out_channels, 3, self.dtype, name="out_conv", zero_init=True)(h)
         if x.shape[-1] != self.out_channels:
             x = layers.conv(self.out_channels, 1, self.dtype, name="skip")(x)
-        return x + h  # float32: convs return float32, so the residual stream stays float32
+        return x.astype(jnp.float32) + h  # the residual stream stays float32
 
 
 class AttentionBlock(nn.Module):
