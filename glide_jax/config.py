@@ -498,6 +498,11 @@ def config_from_glide_options(options: Mapping[str, Any]) -> ml_collections.Conf
     Returns:
       A validated config with the `model`, `text` and `diffusion` sections set.
     """
+    required = ("image_size", "num_channels", "num_res_blocks", "text_ctx", "xf_width", "xf_layers",
+                "xf_heads", "xf_final_ln", "xf_padding")
+    missing = [key for key in required if key not in options]
+    if missing:
+        raise ConfigError(f"glide-text2im options are missing key(s) {missing}")
     config = base_config()
     inpaint = bool(options.get("inpaint", False))
     super_res = bool(options.get("super_res", False))

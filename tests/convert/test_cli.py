@@ -102,3 +102,13 @@ def test_load_errors_name_the_path(tmp_path):
     (tmp_path / "config.json").unlink()
     with pytest.raises(checkpoints.CheckpointError, match="config.json"):
         checkpoints.load_model(tmp_path)
+
+
+def test_incomplete_options_name_the_missing_keys(fixtures_dir, tmp_path):
+    options = tmp_path / "partial.json"
+    options.write_text(json.dumps({"image_size": 32, "num_channels": 32}))
+    lines = []
+    code = cli.main([str(fixtures_dir / "base_state.npz"), "--kind", "base", "--options", str(options),
+                     "--output", str(tmp_path / "x")], out=lines.append)
+    assert code == 1 and "num_res_blocks" in lines[-1] and "xf_width" in lines[-1]
+    assert not (tmp_path / "x").exists()
