@@ -16,8 +16,8 @@ Reported: compile time; median step time over `--repeats` steps after
 `--warmup`; images/s; model FLOPs per step (matmuls and convolutions of the
 step's jaxpr: the number comparable with the reference's 45.7 TFLOP) and
 XLA's cost analysis of the lowered and compiled step; MFU = model FLOPs /
-step time / the bf16 matmul rate measured in the same process (8192^3;
-smoke 256^3); peak device memory (allocator high-water mark where the
+step time / (the bf16 matmul rate measured in the same process on one
+device, 8192^3, smoke 256^3, x the device count); peak device memory (allocator high-water mark where the
 backend has one, else XLA's memory analysis); and whether the loss and the
 new parameters are finite.
 """
@@ -80,6 +80,27 @@ def build_step(config: ml_collections.ConfigDict, devices) -> dict[str, Any]:
     return {"mesh": mesh, "state": state, "step_fn": step_fn, "jitted": jitted, "batch_sharding": batch_sharding}
 
 
+def step_flops(config: ml_collections.ConfigDict, state: Any, batch: Any, rng: Any) -> dict[str, float]:
+    """Matmul + conv FLOPs of one step, without and with rematerialisation.
+
+    `model_flops_per_step` is counted on the step of the same config with
+    remat off, so MFU does not credit recomputation; `executed_flops_per_step`
+    is the step as configured (larger with --remat).
+    """
+    def count(cfg):
+        model = factory.create_model(cfg)
+        optimizer = optim.create_optimizer(cfg)
+        step_fn = step_lib.make_train_step(
+            cfg, losses.create_loss_fn(cfg, model, diffusion_from_config(cfg.diffusion)), optimizer)
+        return roofline.model_flops(step_fn, *roofline.abstract((state, batch, rng)))
+
+    plain = config.copy_and_resolve_references()
+    plain.model.remat = False
+    executed = count(config)
+    return {"model_flops_per_step": count(plain) if config.model.remat else executed,
+            "executed_flops_per_step": executed}
+
+
 def measure(config: ml_collections.ConfigDict, devices, repeats: int, warmup: int, seed: int,
             compiler_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Compiles and times the train step; returns the JSON fields of the step."""
@@ -88,8 +109,7 @@ def measure(config: ml_collections.ConfigDict, devices, repeats: int, warmup: in
     batch = sharding_lib.shard_batch(synthetic_batch(config, batch_size, seed), built["batch_sharding"])
     rng = jax.random.PRNGKey(seed)
     state = built["state"]
-    flops = roofline.model_flops(built["step_fn"], roofline.abstract(state), roofline.abstract(batch),
-                                 roofline.abstract(rng))
+    flops = step_flops(config, state, batch, rng)
     compiled, lowered, compile_s = harness.compile_timed(built["jitted"], state, batch, rng,
                                                          compiler_options=compiler_options)
     holder = {"state": state}
@@ -113,11 +133,11 @@ def measure(config: ml_collections.ConfigDict, devices, repeats: int, warmup: in
         **timing.as_dict(),
         "loss": float(metrics["loss"]),
         "finite": finite,
-        "model_flops_per_step": flops,
+        **flops,
         "xla_lowered": roofline.xla_cost(lowered),
         "xla_compiled": roofline.xla_cost(compiled),
-        "model_tflops": round(flops / median / 1e12, 4),
-        **roofline.floors(flops),
+        "model_tflops": round(flops["model_flops_per_step"] / median / 1e12, 4),
+        **roofline.floors(flops["model_flops_per_step"]),
         "memory": memory,
     }
 
@@ -130,7 +150,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     step = measure(config, devices, args.repeats, args.warmup, args.seed, options)
     # After the step, so its buffers are gone and the memory peak is the step's.
     peak = roofline.matmul_peak(args.matmul_size, "bfloat16", device=devices[0])
-    step["mfu"] = round(step["model_tflops"] / peak["tflops"] / len(devices), 4)
+    achieved_tflops = step["model_flops_per_step"] / step["median_s"] / 1e12
+    step["mfu"] = round(achieved_tflops / (peak["tflops"] * len(devices)), 4)
     compiled_flops = step["xla_compiled"]["flops"]
     step["xla_compiled_utilization"] = (None if not compiled_flops else
                                         round(compiled_flops / step["step_s"] / 1e12 / peak["tflops"], 4))
