@@ -189,8 +189,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "sample_speed",
         "smoke": args.smoke,
         "settings": {"dtype": args.dtype, "batch_sizes": list(args.batch_sizes), "repeats": args.repeats,
-                     "warmup": args.warmup, "seed": args.seed,
-                     "base_steps": args.base_steps, "upsample_steps": args.upsample_steps, "workloads": list(args.workloads),
+                     "warmup": args.warmup, "seed": args.seed, "base_steps": args.base_steps,
+                     "upsample_steps": args.upsample_steps, "workloads": list(args.workloads),
                      "presets": None if args.smoke else {k: presets.PRESETS[k] for k in args.workloads}},
         **harness.run_metadata(jax.devices()[:1]),  # the programs run on the default device
         "results": results,

@@ -179,8 +179,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--remat", action="store_true", help="config.model.remat: recompute residual blocks")
     parser.add_argument("--repeats", type=int, default=None, help="timed steps (default 10; smoke 2)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps after compiling (default 3; smoke 1)")
-    parser.add_argument("--matmul-size", type=int, default=None, help="side of the peak matmul (default 8192; smoke 256)")
-    parser.add_argument("--devices", type=int, default=None, help="use the first N local devices (default all; smoke 1)")
+    parser.add_argument("--matmul-size", type=int, default=None,
+                        help="side of the peak matmul (default 8192; smoke 256)")
+    parser.add_argument("--devices", type=int, default=None,
+                        help="use the first N local devices (default all; smoke 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--xla-flags", default=None, help="appended to XLA_FLAGS before jax starts")
     parser.add_argument("--out", default=None,
