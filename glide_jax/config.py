@@ -348,7 +348,7 @@ def _check_number(config, key: str, low: float, high: float, allow_none: bool = 
 
 def _validate_optim(config) -> None:
     """Checks config.optim (see optim_defaults)."""
-    _check_number(config, "optim.learning_rate", 0.0, 1.0)
+    _check_number(config, "optim.learning_rate", 0.0, float("inf"))
     for key in ("optim.b1", "optim.b2", "optim.end_learning_rate_factor"):
         _check_number(config, key, 0.0, 1.0)
     _check_number(config, "optim.eps", 0.0, 1.0)

@@ -94,10 +94,13 @@ def shape_differences(stored_metadata: Any, abstract_state: Any) -> list[str]:
     """Arrays missing, unexpected or of another shape, as readable lines."""
     stored = {_path_name(p): tuple(m.shape) for p, m in jax.tree_util.tree_flatten_with_path(stored_metadata)[0]}
     wanted = {_path_name(p): tuple(a.shape) for p, a in jax.tree_util.tree_flatten_with_path(abstract_state)[0]}
+    # The params come first: EMA trees and Adam moments repeat the same story.
+    order = lambda name: (not name.startswith("params."), name)  # noqa: E731
     lines = [f"{name}: checkpoint {stored[name]} -> model {wanted[name]}"
-             for name in sorted(set(stored) & set(wanted)) if stored[name] != wanted[name]]
-    lines += [f"{name}: missing from the checkpoint" for name in sorted(set(wanted) - set(stored))]
-    lines += [f"{name}: in the checkpoint but not in the model" for name in sorted(set(stored) - set(wanted))]
+             for name in sorted(set(stored) & set(wanted), key=order) if stored[name] != wanted[name]]
+    lines += [f"{name}: missing from the checkpoint" for name in sorted(set(wanted) - set(stored), key=order)]
+    lines += [f"{name}: in the checkpoint but not in the model"
+              for name in sorted(set(stored) - set(wanted), key=order)]
     return lines
 
 
@@ -114,7 +117,10 @@ class Checkpointer:
         self.workdir = pathlib.Path(workdir)
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                enable_async_checkpointing=async_save)
-        self.manager = ocp.CheckpointManager(self.workdir.absolute() / "checkpoints", options=options)
+        # Naming the handlers lets a fresh manager (a resumed process) read metadata.
+        handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
+        self.manager = ocp.CheckpointManager(self.workdir.absolute() / "checkpoints", options=options,
+                                             item_handlers=handlers)
 
     def latest_step(self) -> int | None:
         """The newest finalised checkpoint's step, or None."""

@@ -167,8 +167,10 @@ def _grid_maker(run: Run, pipeline: Any) -> tuple[samples.SampleGridMaker | None
 def _train_loop(run: Run, state: Any, pipeline: Any, writer: metrics_lib.MetricsWriter,
                 stop: runtime.StopSignal) -> tuple[Any, dict]:
     cfg = run.config.train
-    grid_maker, first = _grid_maker(run, pipeline)
     step = int(jax.device_get(state.step))
+    if step >= cfg.num_steps:
+        return state, {}
+    grid_maker, first = _grid_maker(run, pipeline)
     base_key = np.asarray(jax.device_get(state.rng))
     fold = jax.jit(jax.random.fold_in)
     pending, row, last_saved = [], {}, run.checkpointer.latest_step()

@@ -1,0 +1,85 @@
+"""Bad configs, mismatched checkpoints and NaN losses fail loudly and safely."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from glide_jax import checkpoints
+from glide_jax import config as config_lib
+from glide_jax.train import checkpointing, export, loop
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("optim.schedule", "bogus", "config.optim.schedule = 'bogus'"),
+    ("optim.ema_rates", (1.5,), "config.optim.ema_rates"),
+    ("optim.grad_accum_steps", 3, "must divide data.batch_size"),
+    ("train.sample_sampler", "euler", "config.train.sample_sampler"),
+    ("mesh.fsdp", 0, "config.mesh.fsdp"),
+])
+def test_bad_value_fails_before_anything_runs(make_config, tmp_path, key, value, message):
+    config = make_config("base")
+    section, field = key.split(".")
+    config[section][field] = value
+    with pytest.raises(config_lib.ConfigError, match=re.escape(message)):
+        loop.train_and_evaluate(config, tmp_path)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_mesh_that_does_not_fit_the_devices(make_config, tmp_path):
+    config = make_config("base")
+    config.mesh.data, config.mesh.fsdp = 3, 2
+    with pytest.raises(ValueError, match=r"config\.mesh \(data=3, fsdp=2, tensor=1\) needs 6 devices but 8"):
+        loop.train_and_evaluate(config, tmp_path)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.train.no_such_key=1", "no_such_key"),
+    ("--config.model.kind=big", "config.model.kind = 'big'"),
+])
+def test_cli_rejects_unknown_and_bad_keys(tmp_path, override, message):
+    result = subprocess.run(
+        [sys.executable, "train.py", "--config", "configs/shapes_base.py", "--workdir", str(tmp_path), override],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert message in result.stderr + result.stdout
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_checkpoint_of_another_architecture_is_named(base_run):
+    workdir, config, _ = base_run
+    wider = config.copy_and_resolve_references()
+    wider.model.model_channels = 64
+    with pytest.raises(checkpointing.ArchitectureMismatch) as error:
+        loop.train_and_evaluate(wider, workdir)
+    text = str(error.value)
+    assert "model.model_channels: checkpoint 32 -> config 64" in text
+    assert re.search(r"params\.input_blocks_0_0\.kernel: checkpoint \(3, 3, 3, 32\) -> model \(3, 3, 3, 64\)", text)
+    # Nothing was overwritten: the stored config still describes the checkpoint.
+    assert '"model_channels": 32' in (workdir / "config.json").read_text()
+
+
+def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(make_config, tmp_path):
+    config = make_config("base")
+    config.optim.learning_rate = 1e30  # the first update sends the weights to 1e30: the next loss overflows
+    config.optim.grad_clip_norm = None
+    config.train.num_steps = 6
+    config.train.checkpoint_every = 1
+    with pytest.raises(loop.NonFiniteLossError, match=r"at step \d+") as error:
+        loop.train_and_evaluate(config, tmp_path)
+    bad_step = int(re.search(r"at step (\d+)", str(error.value)).group(1))
+    assert bad_step >= 2
+    ckpt = checkpointing.Checkpointer(tmp_path, keep=3)
+    assert ckpt.latest_step() == bad_step - 1
+    assert not any(p.name.startswith(str(bad_step)) for p in (tmp_path / "checkpoints").iterdir())
+    # The last good checkpoint restores and holds finite weights.
+    _, params = checkpoints.load_model(export.export_from_workdir(tmp_path, tmp_path / "good"))
+    assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(params))
