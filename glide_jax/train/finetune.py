@@ -28,14 +28,15 @@ def resolve_init_from(path: str | pathlib.Path) -> pathlib.Path:
     """An exported model directory, or a training workdir (its latest EMA export).
 
     Raises:
-      InitFromError: if neither `path/config.json` nor `path/export/config.json` exists.
+      InitFromError: if neither `path/export` nor `path` holds config.json + params.npz.
     """
     path = pathlib.Path(path)
-    for candidate in (path, path / "export"):
-        if (candidate / "config.json").exists():
+    # A workdir has a config.json of its own; only a directory with params is an export.
+    for candidate in (path / "export", path):
+        if (candidate / checkpoints.PARAMS_FILE).exists() and (candidate / checkpoints.CONFIG_FILE).exists():
             return candidate
     raise InitFromError(f"config.train.init_from = {str(path)!r}: no exported model there "
-                        f"(expected config.json, or export/config.json in a training workdir)")
+                        f"(expected config.json + params.npz, or export/ of a training workdir)")
 
 
 def _flatten(tree: Any) -> dict[str, Any]:

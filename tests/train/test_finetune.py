@@ -50,6 +50,7 @@ def test_init_from_reads_export_or_workdir(tmp_path, make_config):
     config = make_config("base")
     params = _random_like(_abstract_params(config))
     checkpoints.save_model(tmp_path / "run" / "export", config, params)
+    (tmp_path / "run" / "config.json").write_text("{}")  # a workdir's own config is not an export
     for where in (tmp_path / "run", tmp_path / "run" / "export"):
         loaded = finetune.load_pretrained(where)
         np.testing.assert_array_equal(loaded["out_conv"]["kernel"], params["out_conv"]["kernel"])

@@ -34,7 +34,8 @@ def test_run_writes_checkpoints_exports_and_grid(base_run):
     out = export.export_from_workdir(workdir, workdir / "export_ema2", ema_rate=config.optim.ema_rates[1])
     _, params_second = checkpoints.load_model(out)
     _, raw = checkpoints.load_model(export.export_from_workdir(workdir, workdir / "export_raw", ema_rate=0))
-    _, first = checkpoints.load_model(export.export_from_workdir(workdir, workdir / "export_first"))
+    assert export.main(["--workdir", str(workdir), "--output", str(workdir / "export_first")]) == 0
+    _, first = checkpoints.load_model(workdir / "export_first")
     flat = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(tree)])  # noqa: E731
     np.testing.assert_array_equal(flat(params), flat(first))
     assert not np.array_equal(flat(params), flat(params_second))
