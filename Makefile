@@ -5,9 +5,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # torch 2.13.0 is the CPU build; an unpinned torch would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
-export XLA_FLAGS := --xla_force_host_platform_device_count=8
+# Tests run on 8 simulated CPU devices (tests/conftest.py sets the same flag).
+TEST_XLA_FLAGS := --xla_force_host_platform_device_count=8
 
-.PHONY: install test parity clean
+.PHONY: install test demo parity clean
 
 $(BIN)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +20,20 @@ $(BIN)/.installed: setup.py
 install: $(BIN)/.installed
 
 test: install
-	$(BIN)/python -m pytest -q tests
+	XLA_FLAGS="$(TEST_XLA_FLAGS)" $(BIN)/python -m pytest -q tests
+
+# The embedded default: train the tiny shapes_base model on CPU (it builds the
+# glide_shapes dataset on first use), then sample a grid from its EMA export.
+DEMO_DIR ?= runs/shapes_base
+# Extra flags for train.py, e.g. DEMO_FLAGS=--config.train.num_steps=300
+DEMO_FLAGS ?=
+DEMO_PROMPTS := "a large red circle in the center" "a large blue square in the center" \
+	"a large yellow triangle on the left" "a large green hexagon on the right"
+
+demo: install
+	$(BIN)/python train.py --config configs/shapes_base.py --workdir $(DEMO_DIR) $(DEMO_FLAGS)
+	$(BIN)/python sample.py --base $(DEMO_DIR) --prompt $(DEMO_PROMPTS) --out $(DEMO_DIR)/demo --seed 0
+	@echo "demo grid: $(DEMO_DIR)/demo/grid.png"
 
 parity: install
 	$(BIN)/python -m glide_jax.tools.parity ../shared/fixtures/glide_text2im

@@ -12,7 +12,6 @@ to `config.text.tokenizer_path`. Afterwards set `config.text.tokenizer =
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import pathlib
 import sys
 from typing import Callable, Iterable, Sequence
@@ -22,23 +21,8 @@ from glide_jax.text.sentencepiece_tokenizer import train_sentencepiece
 
 
 def load_config(path: str | pathlib.Path):
-    """Loads an experiment file's `get_config()`.
-
-    Uses `glide_jax.config.load_config_file` when the config module provides
-    it, otherwise imports the file by path.
-    """
-    loader = getattr(config_lib, "load_config_file", None)
-    if loader is not None:
-        return loader(str(path))
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
-    spec = importlib.util.spec_from_file_location(f"_glide_jax_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise AttributeError(f"config file {path} defines no get_config()")
-    return module.get_config()
+    """Loads an experiment file's `get_config()` (see `config.load_config_file`)."""
+    return config_lib.load_config_file(str(path))
 
 
 def _default_captions(config) -> Iterable[str]:
@@ -46,8 +30,6 @@ def _default_captions(config) -> Iterable[str]:
     # glide_jax.text needs.
     from glide_jax import data
 
-    if not hasattr(data, "iter_captions"):
-        raise ImportError("glide_jax.data.iter_captions is not available")
     return data.iter_captions(config, split="train", limit=config.text.sp_max_captions)
 
 

@@ -70,11 +70,9 @@ def test_cli_end_to_end_on_glide_shapes(tmp_path, capsys):
 
 
 def test_load_config_errors(tmp_path):
-    # The error type depends on whether glide_jax.config provides load_config_file;
-    # either way it must name the file or the missing function.
-    with pytest.raises(Exception, match="absent.py"):
+    with pytest.raises(config_lib.ConfigError, match="absent.py"):
         train_tokenizer.load_config(tmp_path / "absent.py")
     empty = tmp_path / "empty.py"
     empty.write_text("x = 1\n")
-    with pytest.raises(Exception, match="get_config"):
+    with pytest.raises(config_lib.ConfigError, match="get_config"):
         train_tokenizer.load_config(empty)
