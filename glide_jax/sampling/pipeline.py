@@ -84,10 +84,14 @@ class LoadedModel:
 
 
 def resolve_checkpoint(path: str | pathlib.Path) -> pathlib.Path:
-    """An exported model directory, or a training workdir's `export/` inside it."""
+    """An exported model directory, or a training workdir's `export/` inside it.
+
+    A training workdir holds its own config.json but no params.npz, so it is
+    recognised by the missing params file rather than the config.
+    """
     path = pathlib.Path(path)
     exported = path / TRAIN_EXPORT_DIR
-    if not (path / checkpoints.CONFIG_FILE).is_file() and (exported / checkpoints.CONFIG_FILE).is_file():
+    if not (path / checkpoints.PARAMS_FILE).is_file() and (exported / checkpoints.PARAMS_FILE).is_file():
         return exported
     return path
 
