@@ -30,6 +30,8 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from benchmarks.roofline import significant
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "benchmarks" / "results"
 
@@ -55,12 +57,12 @@ class Timing:
     def as_dict(self) -> dict[str, Any]:
         """JSON fields: compile_s, median_s, min_s, max_s, times_s, warmup_s."""
         return {
-            "compile_s": None if self.compile_s is None else round(self.compile_s, 4),
-            "median_s": round(self.median_s, 6),
-            "min_s": round(min(self.times_s), 6),
-            "max_s": round(max(self.times_s), 6),
-            "times_s": [round(t, 6) for t in self.times_s],
-            "warmup_s": [round(t, 6) for t in self.warmup_s],
+            "compile_s": None if self.compile_s is None else significant(self.compile_s),
+            "median_s": significant(self.median_s),
+            "min_s": significant(min(self.times_s)),
+            "max_s": significant(max(self.times_s)),
+            "times_s": [significant(t) for t in self.times_s],
+            "warmup_s": [significant(t) for t in self.warmup_s],
         }
 
 

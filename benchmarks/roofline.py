@@ -125,6 +125,11 @@ def model_flops(fn: Callable, *args, **kwargs) -> float:
     return jaxpr_flops(jax.make_jaxpr(fn)(*args, **kwargs))
 
 
+def significant(value: float, digits: int = 5) -> float:
+    """`value` rounded to `digits` significant figures (a tiny CPU rate keeps its precision)."""
+    return float(f"{value:.{digits}g}")
+
+
 def abstract(tree: Any) -> Any:
     """The jax.ShapeDtypeStruct of every array leaf (lowering needs no data)."""
     return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x)), tree)
@@ -152,8 +157,8 @@ def matmul_peak(size: int, dtype: str = "bfloat16", repeats: int = 10, warmup: i
         jax.block_until_ready(matmul(a, b))
         times.append(time.perf_counter() - start)
     median = statistics.median(times)
-    return {"size": size, "dtype": dtype, "median_s": round(median, 6),
-            "tflops": round(2.0 * size ** 3 / median / 1e12, 4)}
+    return {"size": size, "dtype": dtype, "median_s": significant(median),
+            "tflops": significant(2.0 * size ** 3 / median / 1e12)}
 
 
 def memory_report(device: Any, compiled: Any = None) -> dict[str, Any]:

@@ -128,15 +128,15 @@ def measure(config: ml_collections.ConfigDict, devices, repeats: int, warmup: in
         "image_size": config.model.image_size,
         "dtype": config.model.dtype,
         "remat": bool(config.model.remat),
-        "step_s": round(median, 6),
-        "images_per_s": round(batch_size / median, 3),
+        "step_s": roofline.significant(median),
+        "images_per_s": roofline.significant(batch_size / median),
         **timing.as_dict(),
         "loss": float(metrics["loss"]),
         "finite": finite,
         **flops,
         "xla_lowered": roofline.xla_cost(lowered),
         "xla_compiled": roofline.xla_cost(compiled),
-        "model_tflops": round(flops["model_flops_per_step"] / median / 1e12, 4),
+        "model_tflops": roofline.significant(flops["model_flops_per_step"] / median / 1e12),
         **roofline.floors(flops["model_flops_per_step"]),
         "memory": memory,
     }
@@ -151,10 +151,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # After the step, so its buffers are gone and the memory peak is the step's.
     peak = roofline.matmul_peak(args.matmul_size, "bfloat16", device=devices[0])
     achieved_tflops = step["model_flops_per_step"] / step["median_s"] / 1e12
-    step["mfu"] = round(achieved_tflops / (peak["tflops"] * len(devices)), 4)
+    step["mfu"] = roofline.significant(achieved_tflops / (peak["tflops"] * len(devices)))
     compiled_flops = step["xla_compiled"]["flops"]
     step["xla_compiled_utilization"] = (None if not compiled_flops else
-                                        round(compiled_flops / step["step_s"] / 1e12 / peak["tflops"], 4))
+                                        roofline.significant(compiled_flops / step["step_s"] / 1e12 / peak["tflops"]))
     print(f"train step batch {step['batch_size']}: {step['step_s']:.4f} s, {step['images_per_s']:.1f} img/s, "
           f"MFU {step['mfu']:.3f} of {peak['tflops']:.1f} TFLOP/s", flush=True)
     return {
