@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 # Tests run on 8 simulated CPU devices (tests/conftest.py sets the same flag).
 TEST_XLA_FLAGS := --xla_force_host_platform_device_count=8
+# pytest-xdist workers: compiling dominates the suite and XLA:CPU compiles on
+# one core, so two workers nearly halve it on the 2-core CI machine.
+TEST_WORKERS ?= 2
 
 .PHONY: install test demo parity clean
 
@@ -20,7 +23,7 @@ $(BIN)/.installed: setup.py
 install: $(BIN)/.installed
 
 test: install
-	XLA_FLAGS="$(TEST_XLA_FLAGS)" $(BIN)/python -m pytest -q tests
+	XLA_FLAGS="$(TEST_XLA_FLAGS)" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
 
 # The embedded default: train the tiny shapes_base model on CPU (it builds the
 # glide_shapes dataset on first use), then sample a grid from its EMA export.

@@ -25,7 +25,7 @@ setup(
         "tensorboardX>=2.6",
     ],
     extras_require={
-        "dev": ["pytest>=8.0"],
+        "dev": ["pytest>=8.0", "pytest-xdist>=3.5"],
         "data": ["tensorflow>=2.16", "tensorflow-datasets>=4.9.4", "importlib_resources>=6.0"],
         "convert": ["torch>=2.1"],
     },

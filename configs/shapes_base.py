@@ -52,6 +52,7 @@ def get_config() -> ml_collections.ConfigDict:
     data.dataset = "glide_shapes"  # procedural shapes with captions
     data.batch_size = 32  # global batch
     data.shapes_resolution = 32  # render at the model size (no resize)
+    data.shapes_max_objects = 1  # one shape per scene: learnable in minutes on a CPU
     data.shapes_train_size = 10_000  # scenes in the train split
     data.shuffle_buffer = 2_000  # examples in the shuffle buffer
     o = config.optim

@@ -137,6 +137,7 @@ def data_defaults() -> ml_collections.ConfigDict:
             shapes_validation_size=1_000,  # examples in the validation split
             shapes_resolution=256,  # rendered image size in pixels
             shapes_seed=0,  # seed of the generated scenes
+            shapes_max_objects=3,  # objects per scene: 1 to this many (at most 3)
             # folder: the user's own images with captions.
             folder_path=placeholder(str),  # directory of image + same-stem .txt, or a .jsonl/.csv
             folder_validation_fraction=0.0,  # share of the folder held out as validation
@@ -312,6 +313,9 @@ def _validate_data(config) -> None:
         _check_positive_int(config, key)
     for key in ("data.low_res_size", "data.num_threads"):
         _check_positive_int(config, key, allow_none=True)
+    max_objects = _get(config, "data.shapes_max_objects")
+    if not isinstance(max_objects, int) or isinstance(max_objects, bool) or not 1 <= max_objects <= 3:
+        _fail("data.shapes_max_objects", max_objects, "must be 1, 2 or 3")
     seed = _get(config, "data.shapes_seed")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         _fail("data.shapes_seed", seed, "must be a non-negative integer")

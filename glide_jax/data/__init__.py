@@ -34,7 +34,8 @@ def iter_captions(config, split: str = "train", limit: int | None = None) -> Ite
         count = {"train": data.shapes_train_size, "validation": data.shapes_validation_size}.get(split)
         if count is None:
             raise ValueError(f"glide_shapes has no split {split!r}; available: train, validation")
-        captions = (scene.caption for scene in shapes.iter_scenes(data.shapes_seed, split, count))
+        captions = (scene.caption for scene in shapes.iter_scenes(data.shapes_seed, split, count,
+                                                                      data.shapes_max_objects))
     else:
         captions = _iter_tfds_captions(data, split)
     for n, caption in enumerate(captions):

@@ -35,24 +35,28 @@ _LOG = logging.getLogger(__name__)
 
 @dataclasses.dataclass(eq=False)
 class GlideShapesConfig(tfds.core.BuilderConfig):
-    """Split sizes, image side and seed of a glide_shapes build."""
+    """Split sizes, image side, seed and objects per scene of a glide_shapes build."""
 
     train_size: int = 10_000
     validation_size: int = 1_000
     resolution: int = 256
     seed: int = 0
+    max_objects: int = shapes.MAX_OBJECTS
 
 
 def glide_shapes_config(data_config) -> GlideShapesConfig:
     """The builder config for config.data (the name encodes every parameter)."""
     d = data_config
     name = f"r{d.shapes_resolution}_s{d.shapes_seed}_n{d.shapes_train_size}_v{d.shapes_validation_size}"
+    if d.shapes_max_objects != shapes.MAX_OBJECTS:  # the default keeps the names of existing builds
+        name += f"_o{d.shapes_max_objects}"
     return GlideShapesConfig(
         name=name,
         train_size=int(d.shapes_train_size),
         validation_size=int(d.shapes_validation_size),
         resolution=int(d.shapes_resolution),
         seed=int(d.shapes_seed),
+        max_objects=int(d.shapes_max_objects),
     )
 
 
@@ -109,7 +113,7 @@ class GlideShapes(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, split: str, count: int):
         cfg = self.builder_config
         for index in range(count):
-            scene, image = shapes.generate(cfg.seed, split, index, cfg.resolution)
+            scene, image = shapes.generate(cfg.seed, split, index, cfg.resolution, cfg.max_objects)
             yield index, {
                 "image": encode_png(image),
                 "caption": scene.caption,

@@ -1,5 +1,7 @@
 """glide_shapes scenes: 1-3 coloured shapes on a plain background, with captions.
 
+`max_objects` caps the count (1 makes the single-shape scenes of the CPU demo).
+
 Pure numpy (no TensorFlow), so `iter_captions` and tests can use it without
 building a dataset. Every scene is a function of `(seed, split, index)` alone,
 which makes the dataset deterministic and lets examples be generated in any
@@ -57,6 +59,7 @@ _POSITION_PHRASES = {
 }
 _JITTER = 0.03  # max offset of an object centre from its cell centre, share of side
 SPLITS = ("train", "validation")
+MAX_OBJECTS = 3  # the most objects a scene can hold (and the default cap)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,9 +91,11 @@ def example_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, split_id, index])
 
 
-def sample_scene(rng: np.random.Generator) -> Scene:
-    """Draws 1-3 objects in distinct grid cells, their attributes and a caption."""
-    count = int(rng.integers(1, 4))
+def sample_scene(rng: np.random.Generator, max_objects: int = MAX_OBJECTS) -> Scene:
+    """Draws 1 to `max_objects` objects in distinct grid cells, their attributes and a caption."""
+    if not 1 <= max_objects <= MAX_OBJECTS:
+        raise ValueError(f"glide_shapes max_objects {max_objects!r}: must be 1 to {MAX_OBJECTS}")
+    count = int(rng.integers(1, max_objects + 1))
     cells = rng.choice(len(POSITION_NAMES), size=count, replace=False)
     background = BACKGROUND_NAMES[int(rng.integers(len(BACKGROUND_NAMES)))]
     objects = []
@@ -201,13 +206,14 @@ def render(scene: Scene, side: int) -> np.ndarray:
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
-def generate(seed: int, split: str, index: int, side: int) -> tuple[Scene, np.ndarray]:
+def generate(seed: int, split: str, index: int, side: int,
+             max_objects: int = MAX_OBJECTS) -> tuple[Scene, np.ndarray]:
     """Example `index` of `split`: its scene and its (side, side, 3) uint8 image."""
-    scene = sample_scene(example_rng(seed, split, index))
+    scene = sample_scene(example_rng(seed, split, index), max_objects)
     return scene, render(scene, side)
 
 
-def iter_scenes(seed: int, split: str, count: int) -> Iterator[Scene]:
+def iter_scenes(seed: int, split: str, count: int, max_objects: int = MAX_OBJECTS) -> Iterator[Scene]:
     """The scenes (without images) of examples 0..count-1 of `split`."""
     for index in range(count):
-        yield sample_scene(example_rng(seed, split, index))
+        yield sample_scene(example_rng(seed, split, index), max_objects)

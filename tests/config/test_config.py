@@ -20,6 +20,7 @@ def test_defaults_validate():
         ("model.dropout", 1.5, "config.model.dropout"),
         ("diffusion.noise_schedule", "cosine", "config.diffusion.noise_schedule"),
         ("model.num_head_channels", 7, "must divide model.model_channels"),
+        ("data.shapes_max_objects", 4, "config.data.shapes_max_objects = 4"),
     ],
 )
 def test_bad_value_names_key(key, value, message):

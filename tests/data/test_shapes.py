@@ -113,3 +113,13 @@ def test_stroke_segment_matches_brute_force_distance():
         t = np.clip(((px - a[0]) * (b - a)[0] + (py - a[1]) * (b - a)[1]) / ((b - a) @ (b - a)), 0, 1)
         dist = np.hypot(px - (a[0] + t * (b - a)[0]), py - (a[1] + t * (b - a)[1]))
         np.testing.assert_array_equal(hidden, dist <= width / 2)
+
+
+def test_max_objects_caps_the_scene_and_keeps_the_default_scenes():
+    singles = [shapes.sample_scene(shapes.example_rng(0, "train", i), max_objects=1) for i in range(30)]
+    assert all(len(scene.objects) == 1 for scene in singles)
+    assert any(len(scene.objects) > 1 for scene in shapes.iter_scenes(0, "train", 30))
+    # The cap of 3 is the default: the same draws, so existing builds keep their scenes.
+    assert (list(shapes.iter_scenes(0, "train", 5, max_objects=3)) == list(shapes.iter_scenes(0, "train", 5)))
+    with pytest.raises(ValueError, match="max_objects 4"):
+        shapes.sample_scene(shapes.example_rng(0, "train", 0), max_objects=4)

@@ -70,6 +70,13 @@ def tiny_config(kind: str, data_dir: str | pathlib.Path) -> config_lib.ml_collec
     return config_lib.validate(c)
 
 
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist (--dist loadgroup), one worker runs every user of `base_run`, so it trains once."""
+    for item in items:
+        if "base_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("base_run"))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory) -> pathlib.Path:
     """A persistent XLA cache shared by this session and its subprocesses."""

@@ -48,18 +48,27 @@ def test_rerun_of_finished_workdir_does_nothing(base_run):
     assert checkpointing.Checkpointer(workdir, keep=3).latest_step() == 12
 
 
-@pytest.mark.parametrize("kind", ["upsample", "inpaint", "upsample_inpaint", "clip"])
-def test_every_kind_trains_and_checkpoint_loads(kind, make_config, tmp_path, base_run):
-    config = make_config(kind)
+def _train_two_steps(config, workdir) -> dict:
+    """Trains `config` for two steps in `workdir`; checks the checkpoint and the export."""
     config.train.num_steps = 2
     config.train.checkpoint_every = 2
-    if kind == "inpaint":  # GLIDE §4.3: fine-tune the text-to-image model
-        config.train.init_from = str(base_run[0])
-    row = loop.train_and_evaluate(config, tmp_path)
+    row = loop.train_and_evaluate(config, workdir)
     assert np.isfinite(row["loss"])
+    exported_config, params = checkpoints.load_model(workdir / "export")
+    assert exported_config.model.kind == config.model.kind
+    assert params, "export holds no parameters"
+    assert checkpointing.Checkpointer(workdir, keep=3).latest_step() == 2
+    return row
+
+
+@pytest.mark.parametrize("kind", ["upsample", "upsample_inpaint", "clip"])
+def test_every_kind_trains_and_checkpoint_loads(kind, make_config, tmp_path):
+    row = _train_two_steps(make_config(kind), tmp_path)
     if kind == "clip":
         assert 0.0 <= row["accuracy"] <= 1.0 and row["temperature"] == pytest.approx(100.0, rel=0.05)
-    exported_config, params = checkpoints.load_model(tmp_path / "export")
-    assert exported_config.model.kind == kind
-    assert params, "export holds no parameters"
-    assert checkpointing.Checkpointer(tmp_path, keep=3).latest_step() == 2
+
+
+def test_inpaint_fine_tunes_from_the_base_run(make_config, tmp_path, base_run):
+    config = make_config("inpaint")
+    config.train.init_from = str(base_run[0])  # GLIDE §4.3: fine-tune the text-to-image model
+    _train_two_steps(config, tmp_path)
