@@ -23,4 +23,7 @@ from glide_jax import config as config_lib
 def get_config() -> ml_collections.ConfigDict:
     config = config_lib.load_config_file(str(pathlib.Path(__file__).with_name("glide_base.py")))
     config.model.kind = "inpaint"  # [x_t, image * mask, mask]: 7 input channels
+    # A fine-tuning run (--config.train.init_from=a plain run or export), not
+    # a pretraining one: the filtered GLIDE fine-tuned for 500K iterations.
+    config.train.num_steps = 500_000
     return config_lib.validate(config)

@@ -25,13 +25,22 @@ def get_tokenizer(text_config: Any) -> base.Tokenizer:
       `SentencePieceTokenizer`. Each call loads the vocabulary afresh.
 
     Raises:
-      KeyError, ValueError or FileNotFoundError naming config.text.tokenizer
-      or config.text.tokenizer_path.
+      KeyError, ValueError or FileNotFoundError naming config.text.tokenizer,
+      config.text.tokenizer_path, or config.text.n_vocab when the model's
+      embedding has fewer rows than the tokenizer has ids.
     """
     if "tokenizer" not in text_config:
         hint = " (pass config.text, not the whole config)" if "text" in text_config else ""
         raise KeyError(f"config.text.tokenizer is missing{hint}")
-    name = text_config["tokenizer"]
+    tokenizer = _build(text_config["tokenizer"], text_config)
+    rows = text_config["n_vocab"] if "n_vocab" in text_config else None
+    if rows is not None and tokenizer.n_vocab > rows:  # an out-of-range id would be clamped silently
+        raise ValueError(f"config.text.n_vocab = {rows}: the {text_config['tokenizer']} tokenizer has "
+                         f"{tokenizer.n_vocab} ids; set config.text.n_vocab to at least {tokenizer.n_vocab}")
+    return tokenizer
+
+
+def _build(name: str, text_config: Any) -> base.Tokenizer:
     if name == "gpt2":
         return GPT2Tokenizer.default()
     if name == "clip":

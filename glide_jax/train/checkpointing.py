@@ -104,6 +104,9 @@ def shape_differences(stored_metadata: Any, abstract_state: Any) -> list[str]:
     return lines
 
 
+_replica_parallel: bool | None = None  # what _write_replicas_once registered
+
+
 def _write_replicas_once() -> None:
     """Single-process runs write each replicated array from one device.
 
@@ -112,8 +115,12 @@ def _write_replicas_once() -> None:
     nothing and costs a compiled slice per array shape and device (20 s of
     each save of a tiny model on 8 CPU devices). Multi-host runs keep it.
     """
-    ocp.type_handlers.register_type_handler(
-        jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=jax.process_count() > 1), override=True)
+    global _replica_parallel
+    wanted = jax.process_count() > 1
+    if _replica_parallel is not wanted:  # register once: Orbax logs a warning on every override
+        ocp.type_handlers.register_type_handler(
+            jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=wanted), override=True)
+        _replica_parallel = wanted
 
 
 class Checkpointer:
