@@ -55,6 +55,7 @@ def get_config() -> ml_collections.ConfigDict:
     o.end_learning_rate_factor = 0.1  # final lr
     o.weight_decay = 0.05  # CLIP-style decoupled weight decay
     o.ema_rates = (0.99,)  # short run: a fast EMA
+    o.ema_warmup = True  # early steps: the EMA follows the weights, not their random start
     tr = config.train
     tr.num_steps = 1000  # optimizer steps
     tr.log_every = 25  # steps between metric rows

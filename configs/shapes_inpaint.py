@@ -47,6 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
     data.dataset = "glide_shapes"  # procedural shapes with captions
     data.batch_size = 32  # global batch
     data.shapes_resolution = 32  # render at the model size
+    data.shapes_max_objects = 1  # the scenes shapes_base learned
     data.shapes_train_size = 10_000  # scenes in the train split
     data.shuffle_buffer = 2_000  # examples in the shuffle buffer
     o = config.optim
@@ -54,6 +55,7 @@ def get_config() -> ml_collections.ConfigDict:
     o.warmup_steps = 50  # linear warm-up
     o.schedule = "constant"  # constant after warm-up
     o.ema_rates = (0.99,)  # short run: a fast EMA
+    o.ema_warmup = True  # early steps: the EMA follows the weights, not their random start
     tr = config.train
     tr.num_steps = 500  # optimizer steps
     tr.log_every = 25  # steps between metric rows

@@ -53,6 +53,7 @@ def get_config() -> ml_collections.ConfigDict:
     o.schedule = "cosine"  # decay to end_learning_rate_factor * lr
     o.end_learning_rate_factor = 0.1  # final lr = 1e-4
     o.ema_rates = (0.99,)  # short run: a fast EMA
+    o.ema_warmup = True  # early steps: the EMA follows the weights, not their random start
     tr = config.train
     tr.num_steps = 1000  # optimizer steps
     tr.log_every = 25  # steps between metric rows

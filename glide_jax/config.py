@@ -174,6 +174,7 @@ def optim_defaults() -> ml_collections.ConfigDict:
             end_learning_rate_factor=0.0,  # cosine/linear end, share of the peak
             grad_clip_norm=optional_field(float, 1.0),  # clip to this global norm; None = off
             ema_rates=(0.9999,),  # EMA decay rates; the first one is exported
+            ema_warmup=False,  # decay min(rate, (1 + step) / (10 + step)): short runs' EMA keeps up
             grad_accum_steps=1,  # micro-batches per optimizer step
         )
     )
@@ -367,6 +368,8 @@ def _validate_optim(config) -> None:
         _fail("optim.ema_rates", rates, "must be a non-empty tuple of rates in [0, 1)")
     if not all(isinstance(r, (int, float)) and 0.0 <= r < 1.0 for r in rates):
         _fail("optim.ema_rates", rates, "must hold rates in [0, 1)")
+    if not isinstance(_get(config, "optim.ema_warmup"), bool):
+        _fail("optim.ema_warmup", _get(config, "optim.ema_warmup"), "must be True or False")
     _check_positive_int(config, "optim.grad_accum_steps")
 
 

@@ -81,6 +81,7 @@ def make_train_step(config: ml_collections.ConfigDict, loss_fn: LossFn,
     """
     accum_steps = int(config.optim.grad_accum_steps)
     rates = tuple(float(r) for r in config.optim.ema_rates)
+    ema_warmup = bool(config.optim.ema_warmup)
     schedule = optim_lib.learning_rate_schedule(config.optim, int(config.train.num_steps))
 
     def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
@@ -89,7 +90,7 @@ def make_train_step(config: ml_collections.ConfigDict, loss_fn: LossFn,
         params = optax.apply_updates(state.params, updates)
         new_state = state.replace(
             step=state.step + 1, params=params, opt_state=opt_state,
-            ema_params=optim_lib.update_ema(state.ema_params, params, rates))
+            ema_params=optim_lib.update_ema(state.ema_params, params, rates, state.step if ema_warmup else None))
         metrics = dict(metrics, grad_norm=optax.tree.norm(grads), param_norm=optax.tree.norm(params),
                        learning_rate=jnp.asarray(schedule(state.step), jnp.float32))
         return new_state, metrics

@@ -43,6 +43,14 @@ def test_ema_update_per_rate():
     np.testing.assert_allclose(out[1]["w"], 1.5)
 
 
+def test_ema_warmup_caps_the_rate_early_and_not_late():
+    params, ema = {"w": jnp.ones(3)}, ({"w": jnp.zeros(3)},)
+    first = optim.update_ema(ema, params, (0.99,), step=jnp.int32(0))  # rate (1 + 0) / 10 = 0.1
+    np.testing.assert_allclose(first[0]["w"], 0.9, rtol=1e-6)
+    late = optim.update_ema(ema, params, (0.99,), step=jnp.int32(10_000))  # the cap is above 0.99
+    np.testing.assert_allclose(late[0]["w"], 0.01, rtol=1e-4)
+
+
 def test_gradient_accumulation_equals_full_batch():
     def loss_fn(params, batch, rng):
         del rng
