@@ -11,14 +11,17 @@ and classifier-free guidance are those of GLIDE; only the sizes shrink.
   python train.py --config configs/shapes_base.py --workdir runs/shapes_base
 
 Expected: the first run builds glide_shapes (about a minute), then the loss
-(mean of 25 steps) falls from about 2.7 to about 0.03 by step 200. Measured on
-the 2-core development machine: about 1.5 s per step at batch 32 (1.0 s at
-batch 16), so the default 1500 steps take 35-40 minutes. At 400 steps (batch
-16) sample.py's default 100 DDPM steps already give smooth single-colour
-backgrounds with coloured blobs, while 25 DDIM steps still give pure noise:
-the grids therefore use DDPM. Whether 1500 steps give clearly recognisable
-shapes has not been checked yet. runs/shapes_base/export is ready for
-sample.py after the first checkpoint.
+(mean of 25 steps) falls from about 2.7 to under 0.02 by step 250. Measured
+on the 2-core development machine: 1.7-2.2 s per step at batch 32, so the
+default 1500 steps take 45-55 minutes. Scenes hold one shape
+(`data.shapes_max_objects = 1`). Grids sampled with sample.py's defaults
+(100 DDPM steps, guidance 3) after 250 steps are noise; after 500-750 steps
+plain backgrounds with one blob; at the end of a 1000-step run (docs/images/shapes_base_1000.png)
+the blob takes the prompt's colour (red, blue, yellow, green) but is not yet
+a recognisable circle, square or triangle, nor in the named position. How
+many steps give clean shapes is still open (README, "Set-up commands"). 25 DDIM steps give noise at these lengths, so the training grids
+use DDPM. runs/shapes_base/export is ready for sample.py after the first
+checkpoint.
 """
 
 import ml_collections
@@ -63,7 +66,7 @@ def get_config() -> ml_collections.ConfigDict:
     o.ema_rates = (0.99,)  # short run: a fast EMA
     o.ema_warmup = True  # early steps: the EMA follows the weights, not their random start
     tr = config.train
-    tr.num_steps = 1500  # about 10 minutes on 2 CPU cores
+    tr.num_steps = 1500  # 45-55 minutes on 2 CPU cores
     tr.log_every = 25  # steps between metric rows
     tr.checkpoint_every = 500  # steps between checkpoints
     tr.sample_every = 500  # steps between sample grids
