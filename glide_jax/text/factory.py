@@ -35,8 +35,9 @@ def get_tokenizer(text_config: Any) -> base.Tokenizer:
     tokenizer = _build(text_config["tokenizer"], text_config)
     rows = text_config["n_vocab"] if "n_vocab" in text_config else None
     if rows is not None and tokenizer.n_vocab > rows:  # an out-of-range id would be clamped silently
-        raise ValueError(f"config.text.n_vocab = {rows}: the {text_config['tokenizer']} tokenizer has "
-                         f"{tokenizer.n_vocab} ids; set config.text.n_vocab to at least {tokenizer.n_vocab}")
+        raise ValueError(f"config.text.n_vocab = {rows}: the model's token embedding has {rows} rows but the "
+                         f"{text_config['tokenizer']} tokenizer has {tokenizer.n_vocab} ids; use the tokenizer "
+                         f"the model was trained with, or n_vocab >= {tokenizer.n_vocab}")
     return tokenizer
 
 
