@@ -34,7 +34,8 @@ def get_config() -> ml_collections.ConfigDict:
     m = config.model
     m.kind = "base"  # text-to-image U-Net
     m.image_size = 32  # output resolution in pixels
-    m.model_channels = 32  # base width (a multiple of the 32 GroupNorm groups)
+    m.model_channels = 32  # base width (a multiple of norm_groups)
+    m.norm_groups = 8  # 4 channels per group: with GLIDE's 32, each channel's mean is lost (module doc)
     m.num_res_blocks = 1  # residual blocks per resolution level
     m.channel_mult = (1, 2, 2)  # 32 -> 16 -> 8 px levels
     m.attention_resolutions = (8,)  # attention (with text tokens) at 8 px

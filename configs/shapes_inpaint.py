@@ -27,6 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
     m.kind = "inpaint"  # Text2ImUNet with known pixels + mask as extra input channels
     m.image_size = 32  # as shapes_base, so its weights fit
     m.model_channels = 32  # as shapes_base
+    m.norm_groups = 8  # as shapes_base
     m.num_res_blocks = 1  # as shapes_base
     m.channel_mult = (1, 2, 2)  # as shapes_base
     m.attention_resolutions = (8,)  # as shapes_base

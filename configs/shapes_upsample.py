@@ -23,7 +23,8 @@ def get_config() -> ml_collections.ConfigDict:
     m = config.model
     m.kind = "upsample"  # Text2ImUNet with the low-res image as extra input channels
     m.image_size = 64  # output resolution in pixels
-    m.model_channels = 32  # base width (a multiple of the 32 GroupNorm groups)
+    m.model_channels = 32  # base width (a multiple of norm_groups)
+    m.norm_groups = 8  # 4 channels per group; 32 groups of 32 channels drop each channel's mean (shapes_base)
     m.num_res_blocks = 1  # residual blocks per resolution level
     m.channel_mult = (1, 1, 2, 2)  # 64 -> 32 -> 16 -> 8 px levels
     m.attention_resolutions = (8,)  # attention (with text tokens) at 8 px only

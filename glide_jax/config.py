@@ -49,6 +49,7 @@ def model_defaults() -> ml_collections.ConfigDict:
             dropout=0.1,  # dropout in the residual blocks (training only)
             use_scale_shift_norm=True,  # FiLM-style GroupNorm conditioning
             resblock_updown=True,  # resample inside residual blocks
+            norm_groups=32,  # GroupNorm groups; every level's width must be a multiple
             dtype="float32",  # compute dtype; parameters stay float32
             remat=False,  # rematerialise residual blocks in the backward pass
         )
@@ -455,6 +456,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         _fail("model.dropout", dropout, "must be in [0, 1)")
     _check_choice(config, "model.dtype", DTYPES)
+    _check_positive_int(config, "model.norm_groups")
+    widths = [config.model.model_channels * mult for mult in config.model.channel_mult]
+    if any(width % config.model.norm_groups for width in widths):
+        _fail("model.norm_groups", config.model.norm_groups,
+              f"must divide every level's width {widths} (model.model_channels x model.channel_mult)")
     head_ch = config.model.num_head_channels
     if head_ch is not None and config.model.model_channels % head_ch:
         _fail("model.num_head_channels", head_ch, "must divide model.model_channels")

@@ -40,6 +40,7 @@ def create_model(config: ml_collections.ConfigDict):
         dropout=float(m.dropout),
         use_scale_shift_norm=m.use_scale_shift_norm,
         resblock_updown=m.resblock_updown,
+        norm_groups=m.norm_groups,
         text_ctx=t.text_ctx,
         xf_width=t.xf_width,
         xf_layers=t.xf_layers,

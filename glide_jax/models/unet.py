@@ -44,6 +44,7 @@ class ResBlock(nn.Module):
       dropout: dropout rate before the last conv.
       up, down: nearest x2 / 2x2 average pool applied to both the normalised
         activations (before the first conv) and the skip input.
+      norm_groups: GroupNorm groups (32 in GLIDE).
       dtype: compute dtype.
     """
 
@@ -52,12 +53,13 @@ class ResBlock(nn.Module):
     dropout: float
     up: bool = False
     down: bool = False
+    norm_groups: int = 32
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, emb: jax.Array, deterministic: bool = True) -> jax.Array:
         """x: (B, H, W, C), emb: (B, E) -> (B, H', W', out_channels)."""
-        h = nn.silu(layers.GroupNorm32(dtype=self.dtype, name="in_norm")(x))
+        h = nn.silu(layers.GroupNorm32(self.norm_groups, dtype=self.dtype, name="in_norm")(x))
         if self.up:
             h, x = layers.upsample_nearest(h), layers.upsample_nearest(x)
         elif self.down:
@@ -66,7 +68,7 @@ class ResBlock(nn.Module):
         width = 2 * self.out_channels if self.use_scale_shift_norm else self.out_channels
         emb_out = layers.dense(width, ("mlp", "embed"), self.dtype, name="emb_proj")(nn.silu(emb))
         emb_out = emb_out.astype(h.dtype)[:, None, None, :]
-        out_norm = layers.GroupNorm32(dtype=self.dtype, name="out_norm")
+        out_norm = layers.GroupNorm32(self.norm_groups, dtype=self.dtype, name="out_norm")
         if self.use_scale_shift_norm:
             scale, shift = jnp.split(emb_out, 2, axis=-1)
             h = nn.silu(out_norm(h) * (1 + scale) + shift)
@@ -84,17 +86,19 @@ class AttentionBlock(nn.Module):
 
     Attributes:
       num_heads: attention heads (channels must be divisible by it).
+      norm_groups: GroupNorm groups (32 in GLIDE).
       dtype: compute dtype.
     """
 
     num_heads: int
+    norm_groups: int = 32
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, encoder_out: jax.Array | None) -> jax.Array:
         """x: (B, H, W, C), encoder_out: (B, L, W_text) or None -> (B, H, W, C)."""
         b, hgt, wid, c = x.shape
-        h = layers.GroupNorm32(dtype=self.dtype, name="norm")(x).reshape(b, hgt * wid, c)
+        h = layers.GroupNorm32(self.norm_groups, dtype=self.dtype, name="norm")(x).reshape(b, hgt * wid, c)
         qkv = layers.dense(3 * c, ("embed", "heads"), self.dtype, name="qkv")(h)
         q, k, v = layers.split_heads(qkv, self.num_heads, 3)
         if encoder_out is not None:
@@ -187,6 +191,7 @@ class Text2ImUNet(nn.Module):
     dropout: float = 0.0
     use_scale_shift_norm: bool = True
     resblock_updown: bool = True
+    norm_groups: int = 32
     text_ctx: int = 128
     xf_width: int = 512
     xf_layers: int = 16
@@ -208,10 +213,11 @@ class Text2ImUNet(nn.Module):
 
     def _res(self, out_channels: int, up: bool = False, down: bool = False) -> nn.Module:
         cls = nn.remat(ResBlock, static_argnums=(3,)) if self.remat else ResBlock
-        return cls(out_channels, self.use_scale_shift_norm, self.dropout, up=up, down=down, dtype=self.dtype)
+        return cls(out_channels, self.use_scale_shift_norm, self.dropout, up=up, down=down,
+                   norm_groups=self.norm_groups, dtype=self.dtype)
 
     def _attn(self, channels: int, decoder: bool = False) -> nn.Module:
-        return AttentionBlock(self._heads(channels, decoder), dtype=self.dtype)
+        return AttentionBlock(self._heads(channels, decoder), self.norm_groups, dtype=self.dtype)
 
     def _build_encoder(self, attention_ds: set[int]) -> tuple[list, list[int], int]:
         ch = self.model_channels * self.channel_mult[0]
@@ -263,7 +269,7 @@ class Text2ImUNet(nn.Module):
         self.middle_block = [self._res(mid), self._attn(mid), self._res(mid)]
         self.output_blocks = self._build_decoder(attention_ds, chans, ds)
         # The head runs in float32, as in the reference (it casts back before `out`).
-        self.out_norm = layers.GroupNorm32(dtype=jnp.float32)
+        self.out_norm = layers.GroupNorm32(self.norm_groups, dtype=jnp.float32)
         self.out_conv = layers.conv(self.out_channels, 3, jnp.float32, zero_init=True)
 
     def encode_text(self, tokens: jax.Array, mask: jax.Array | None) -> dict[str, jax.Array]:

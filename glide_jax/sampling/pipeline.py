@@ -162,10 +162,9 @@ def _tokenizer(config, what: str):
     try:
         if config.model.kind == "clip":
             tokenizer = text.CLIPTokenizer.default()
-            prompts_lib.check_vocabulary(tokenizer, config.clip.n_vocab, what)
+            prompts_lib.check_vocabulary(tokenizer, config.clip.n_vocab, "clip.n_vocab", what)
         else:
-            tokenizer = text.get_tokenizer(config.text)
-            prompts_lib.check_vocabulary(tokenizer, config.text.n_vocab, what)
+            tokenizer = text.get_tokenizer(config.text)  # checks text.n_vocab itself
     except (KeyError, ValueError, OSError) as exc:
         if isinstance(exc, SamplingError):
             raise

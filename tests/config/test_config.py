@@ -21,6 +21,7 @@ def test_defaults_validate():
         ("diffusion.noise_schedule", "cosine", "config.diffusion.noise_schedule"),
         ("model.num_head_channels", 7, "must divide model.model_channels"),
         ("data.shapes_max_objects", 4, "config.data.shapes_max_objects = 4"),
+        ("model.norm_groups", 256, "config.model.norm_groups = 256"),  # 192 channels at level 0
     ],
 )
 def test_bad_value_names_key(key, value, message):

@@ -9,7 +9,7 @@ import pytest
 from glide_jax import config as config_lib
 from glide_jax.convert import core
 from glide_jax.convert.unet import convert_unet
-from glide_jax.models import factory
+from glide_jax.models import factory, layers
 from glide_jax.models.unet import AttentionBlock, Downsample, ResBlock, Upsample
 from glide_jax.tools import parity_models
 
@@ -143,6 +143,21 @@ def test_option_structure():
     assert updown.input_blocks[1][0].variables["params"]["emb_proj"]["kernel"].shape == (128, 64)
     assert all(a.num_heads == 64 // 16 for block in updown.output_blocks[:2] for a in block
                if isinstance(a, AttentionBlock))
+
+
+def test_norm_groups_reach_every_group_norm():
+    # GroupNorm params do not depend on the group count, so the same params serve both.
+    model, params, inputs, out = _run(tiny_config())
+    grouped = factory.create_model(tiny_config(**{"model.norm_groups": 8}))
+    assert np.abs(out - _apply(grouped)(params, inputs)).max() > 1e-3
+    # One channel per group (32 groups of a 32-channel head) normalises each channel
+    # alone, so the head cannot see a per-channel offset; groups of 4 channels can.
+    head = lambda groups, h: layers.GroupNorm32(groups).apply({"params": {"scale": jnp.ones(32),
+                                                                          "bias": jnp.zeros(32)}}, h)
+    h = jax.random.normal(jax.random.PRNGKey(0), (1, 4, 4, 32))
+    offset = jnp.linspace(-1.0, 1.0, 32)
+    np.testing.assert_allclose(head(32, h + offset), head(32, h), atol=1e-5)
+    assert np.abs(head(8, h + offset) - head(8, h)).max() > 0.1
 
 
 def test_padding_embedding_replaces_masked_tokens():
