@@ -1,7 +1,7 @@
 """A tiny text-to-image GLIDE on glide_shapes that trains on a laptop CPU.
 
 The embedded default of train.py: a 32 px U-Net and a small text transformer
-(4.7M parameters, 3.2M of them GPT-2 token embeddings; `python -m
+(4.3M parameters, 3.2M of them GPT-2 token embeddings; `python -m
 glide_jax.tools.count_params configs/shapes_base.py`) on procedurally drawn
 coloured shapes, with the GPT-2
 BPE tokenizer that ships inside the package (no extra files to fetch or
@@ -10,18 +10,18 @@ and classifier-free guidance are those of GLIDE; only the sizes shrink.
 
   python train.py --config configs/shapes_base.py --workdir runs/shapes_base
 
-Expected: the first run builds glide_shapes (about a minute), then the loss
-(mean of 25 steps) falls from about 2.7 to under 0.02 by step 250. Measured
-on the 2-core development machine: 1.7-2.2 s per step at batch 32, so the
-default 1500 steps take 45-55 minutes. Scenes hold one shape
-(`data.shapes_max_objects = 1`). Grids sampled with sample.py's defaults
-(100 DDPM steps, guidance 3) after 250 steps are noise; after 500-750 steps
-plain backgrounds with one blob; at the end of a 1000-step run (docs/images/shapes_base_1000.png)
-the blob takes the prompt's colour (red, blue, yellow, green) but is not yet
-a recognisable circle, square or triangle, nor in the named position. How
-many steps give clean shapes is still open (README, "Set-up commands"). 25 DDIM steps give noise at these lengths, so the training grids
-use DDPM. runs/shapes_base/export is ready for sample.py after the first
-checkpoint.
+Expected (measured on the 2-core development machine): the first run builds
+glide_shapes (about a minute); 1.2-2 s per step at batch 32, so the default
+3000 steps take about 60-90 minutes. Scenes hold one shape
+(`data.shapes_max_objects = 1`). The U-Net uses 8 GroupNorm groups, not
+GLIDE's 32: with one channel per group the model cannot follow the mean of
+x_t, and samples got backgrounds found nowhere in the data (docs/ARCHITECTURE.md,
+"Norm groups"). Grids of one 3000-step run (DDPM 100 steps, guidance 3):
+step 250 right background colours with faint blobs; 1000 blobs in roughly the
+prompt's colour; 3000 (docs/images/shapes_base_3000.png) a red circle in the
+center, a yellow triangle on the left, a green shape on the right, and a blue
+blob in the center (the square still rounded). runs/shapes_base/export is
+ready for sample.py after the first checkpoint.
 """
 
 import ml_collections
@@ -37,7 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
     m.model_channels = 32  # base width (a multiple of norm_groups)
     m.norm_groups = 8  # 4 channels per group: with GLIDE's 32, each channel's mean is lost (module doc)
     m.num_res_blocks = 1  # residual blocks per resolution level
-    m.channel_mult = (1, 2, 2)  # 32 -> 16 -> 8 px levels
+    m.channel_mult = (1, 1, 2)  # 32 -> 16 -> 8 px levels (widths 32, 32, 64)
     m.attention_resolutions = (8,)  # attention (with text tokens) at 8 px
     m.num_head_channels = 32  # one head per 32 channels
     m.dropout = 0.0  # no dropout: the run is far too short to overfit
@@ -67,7 +67,7 @@ def get_config() -> ml_collections.ConfigDict:
     o.ema_rates = (0.99,)  # short run: a fast EMA
     o.ema_warmup = True  # early steps: the EMA follows the weights, not their random start
     tr = config.train
-    tr.num_steps = 1500  # 45-55 minutes on 2 CPU cores
+    tr.num_steps = 3000  # 60-90 minutes on 2 CPU cores
     tr.log_every = 25  # steps between metric rows
     tr.checkpoint_every = 500  # steps between checkpoints
     tr.sample_every = 500  # steps between sample grids

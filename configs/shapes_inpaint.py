@@ -29,7 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
     m.model_channels = 32  # as shapes_base
     m.norm_groups = 8  # as shapes_base
     m.num_res_blocks = 1  # as shapes_base
-    m.channel_mult = (1, 2, 2)  # as shapes_base
+    m.channel_mult = (1, 1, 2)  # as shapes_base
     m.attention_resolutions = (8,)  # as shapes_base
     m.num_head_channels = 32  # as shapes_base
     m.dropout = 0.0  # short run: no dropout
