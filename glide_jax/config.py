@@ -200,6 +200,13 @@ def train_defaults() -> ml_collections.ConfigDict:
             sample_seed=0,  # noise seed of the grid, fixed so grids compare
             init_from=optional_field(str),  # exported model (or workdir) to fine-tune from
             distributed=False,  # call jax.distributed.initialize() (multi-host)
+            # Multi-host set-up where no cluster (SLURM, Open MPI, Kubernetes, Cloud
+            # TPU) tells jax.distributed: process 0's host:port, the process count
+            # and this process's index. None = jax detects it (or reads
+            # JAX_COORDINATOR_ADDRESS); setting any of them implies distributed.
+            coordinator_address=optional_field(str),
+            num_processes=optional_field(int),
+            process_id=optional_field(int),
             progress_bar=True,  # tqdm bar with step/s, img/s and loss
         )
     )
@@ -374,6 +381,22 @@ def _validate_optim(config) -> None:
     _check_positive_int(config, "optim.grad_accum_steps")
 
 
+def _validate_distributed(config) -> None:
+    """Checks the multi-host keys of config.train."""
+    address = _get(config, "train.coordinator_address")
+    if address is not None and (not isinstance(address, str) or not address.rpartition(":")[2].isdigit()):
+        _fail("train.coordinator_address", address, "must be None or 'host:port'")
+    _check_positive_int(config, "train.num_processes", allow_none=True)
+    process_id = _get(config, "train.process_id")
+    if process_id is None:
+        return
+    count = _get(config, "train.num_processes")
+    if not isinstance(process_id, int) or isinstance(process_id, bool) or process_id < 0:
+        _fail("train.process_id", process_id, "must be None or a non-negative integer")
+    if count is not None and process_id >= count:
+        _fail("train.process_id", process_id, f"must be below train.num_processes = {count}")
+
+
 def _validate_train(config) -> None:
     """Checks config.train (see train_defaults)."""
     for key in ("train.num_steps", "train.log_every", "train.checkpoint_every",
@@ -391,6 +414,7 @@ def _validate_train(config) -> None:
     for key in ("train.async_checkpointing", "train.export_ema", "train.distributed", "train.progress_bar"):
         if not isinstance(_get(config, key), bool):
             _fail(key, _get(config, key), "must be True or False")
+    _validate_distributed(config)
     init_from = _get(config, "train.init_from")
     if init_from is not None and (not isinstance(init_from, str) or not init_from):
         _fail("train.init_from", init_from, "must be None or a directory path")

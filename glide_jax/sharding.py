@@ -85,7 +85,12 @@ def _uses(axes, name: str) -> bool:
 
 
 def _fit_spec(spec: P, shape: tuple[int, ...], mesh: Mesh, fallback: bool) -> P:
-    """Drops mesh axes of size 1 or that do not divide their dimension; adds the fsdp fallback."""
+    """Drops mesh axes of size 1 or that do not divide their dimension; adds the fsdp fallback.
+
+    The fallback puts "fsdp" on the largest dimension it divides that no rule
+    split, else on the largest already split dimension that the product of
+    its axes and fsdp still divides (a tensor-split bias: ("tensor", "fsdp")).
+    """
     entries = list(spec) + [None] * (len(shape) - len(spec))
     # Axes of size 1 split nothing; dropping them frees the dimension for the fallback.
     entries = [None if _axis_size(mesh, axes) == 1 or dim % _axis_size(mesh, axes) else axes
@@ -93,9 +98,14 @@ def _fit_spec(spec: P, shape: tuple[int, ...], mesh: Mesh, fallback: bool) -> P:
     fsdp = mesh.shape["fsdp"]
     if fallback and fsdp > 1 and not any(_uses(axes, "fsdp") for axes in entries):
         free = [i for i, (axes, dim) in enumerate(zip(entries, shape)) if axes is None and dim % fsdp == 0]
-        if free:
-            largest = max(free, key=lambda i: (shape[i], -i))
-            entries[largest] = "fsdp"
+        # With no free dimension (a bias already split over "tensor", say), fsdp
+        # splits an already split one further where the sizes still divide.
+        split = [i for i, (axes, dim) in enumerate(zip(entries, shape))
+                 if axes is not None and dim % (_axis_size(mesh, axes) * fsdp) == 0]
+        if free or split:
+            largest = max(free or split, key=lambda i: (shape[i], -i))
+            axes = entries[largest]
+            entries[largest] = "fsdp" if axes is None else (*(axes if isinstance(axes, tuple) else (axes,)), "fsdp")
     while entries and entries[-1] is None:
         entries.pop()
     return P(*entries)

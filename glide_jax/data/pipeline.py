@@ -208,6 +208,21 @@ class InputPipeline:
         self._start(int(state["batches"]))
 
 
+def _prepare_on_primary_first(data_config) -> None:
+    """In a multi-host run, process 0 builds the dataset while the others wait.
+
+    Otherwise every host would build the same (shared) data_dir at once. With
+    a data_dir local to each host, the others then build their own copies.
+    """
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+
+    if jax.process_index() == 0:
+        sources.prepare_dataset(data_config)
+    multihost_utils.sync_global_devices("glide_jax: dataset prepared by process 0")
+
+
 def create_input_pipeline(config, *, split: str = "train", mesh=None, data_axes=("data", "fsdp"), seed: int = 0,
                           batch_size: int | None = None, process_index: int | None = None,
                           process_count: int | None = None, tokenizer=None,
@@ -244,6 +259,7 @@ def create_input_pipeline(config, *, split: str = "train", mesh=None, data_axes=
     process_count = jax.process_count() if process_count is None else int(process_count)
     if mesh is not None and process_count != jax.process_count():
         raise ValueError("simulated hosts (process_count != jax.process_count()) need mesh=None")
+    _prepare_on_primary_first(config.data)
     return InputPipeline(
         config, split=split, mesh=mesh, data_axes=tuple(data_axes), seed=seed,
         batch_size=int(batch_size if batch_size is not None else config.data.batch_size),

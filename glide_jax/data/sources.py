@@ -125,9 +125,10 @@ def skipped_images(data_config) -> dict:
 def prepare_dataset(data_config) -> dict:
     """Builds (or downloads) config.data's dataset if needed; returns a summary.
 
-    Multi-host runs should call this once (e.g. `python -m
-    glide_jax.data.prepare`) before training, so hosts do not race to write
-    the same data_dir.
+    In a multi-host run the input pipeline calls this on process 0 first
+    and the other hosts wait for it, so hosts never race to write the same
+    data_dir; a large dataset is better prepared once beforehand with
+    `python -m glide_jax.data.prepare`.
 
     Returns:
       {"name": builder name/config, "data_dir", "splits": {split: examples}}

@@ -1,9 +1,10 @@
 """Process-level concerns of a run: multi-host start-up, stop signals, host arrays.
 
 * `maybe_initialize_distributed` calls `jax.distributed.initialize()` when
-  `config.train.distributed` is set or the environment names a coordinator
-  (JAX_COORDINATOR_ADDRESS, as cluster launchers set it); it must run before
-  anything touches the devices.
+  `config.train.distributed` is set, when `config.train` names the
+  coordinator, process count or process id, or when the environment names a
+  coordinator (JAX_COORDINATOR_ADDRESS, as cluster launchers set it); it must
+  run before anything touches the devices.
 * `StopSignal` turns SIGTERM/SIGINT into a flag that the loop polls after
   every step, so a pre-empted run saves a checkpoint and exits cleanly
   instead of dying mid-step. All hosts agree on the flag.
@@ -32,10 +33,14 @@ def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> bool:
     Returns:
       True if `jax.distributed.initialize()` was called here.
     """
-    wanted = bool(config.train.distributed) or bool(os.environ.get(COORDINATOR_ENV))
+    train = config.train
+    given = {"coordinator_address": train.coordinator_address, "num_processes": train.num_processes,
+             "process_id": train.process_id}
+    wanted = (bool(train.distributed) or any(v is not None for v in given.values())
+              or bool(os.environ.get(COORDINATOR_ENV)))
     if not wanted or jax.distributed.is_initialized():
         return False
-    jax.distributed.initialize()
+    jax.distributed.initialize(**{key: value for key, value in given.items() if value is not None})
     return True
 
 

@@ -22,6 +22,8 @@ def test_defaults_validate():
         ("model.num_head_channels", 7, "must divide model.model_channels"),
         ("data.shapes_max_objects", 4, "config.data.shapes_max_objects = 4"),
         ("model.norm_groups", 256, "config.model.norm_groups = 256"),  # 192 channels at level 0
+        ("train.coordinator_address", "host0", "config.train.coordinator_address = 'host0'"),  # no port
+        ("train.num_processes", 0, "config.train.num_processes = 0"),
     ],
 )
 def test_bad_value_names_key(key, value, message):
@@ -30,6 +32,15 @@ def test_bad_value_names_key(key, value, message):
     config[section][field] = value
     with pytest.raises(config_lib.ConfigError, match=message.replace(".", r"\.").replace("'", "'")):
         config_lib.validate(config)
+
+
+def test_process_id_must_be_below_process_count():
+    config = config_lib.base_config()
+    config.train.num_processes, config.train.process_id = 2, 2
+    with pytest.raises(config_lib.ConfigError, match=r"config\.train\.process_id = 2: must be below"):
+        config_lib.validate(config)
+    config.train.process_id = 1
+    config_lib.validate(config)
 
 
 def test_glide_options_round_trip(fixtures_dir):

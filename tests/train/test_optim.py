@@ -77,3 +77,17 @@ def test_mesh_shapes_and_batch_sharding():
     mesh_config.fsdp = 3
     with pytest.raises(ValueError, match="does not divide the 8 devices"):
         sharding.create_mesh(mesh_config)
+
+
+def test_fsdp_fallback_places_fsdp_where_rules_leave_it_off():
+    mesh_config = config_lib.mesh_defaults()
+    mesh_config.fsdp, mesh_config.tensor = 2, 2
+    mesh = sharding.create_mesh(mesh_config)
+    P = jax.sharding.PartitionSpec
+    fit = lambda spec, shape: sharding._fit_spec(P(*spec), shape, mesh, fallback=True)  # noqa: E731
+    assert fit((None, None, None, None), (3, 3, 64, 32)) == P(None, None, "fsdp")  # largest free dim
+    assert fit(("tensor",), (128,)) == P(("tensor", "fsdp"))  # no free dim: split the split one further
+    assert fit(("tensor",), (6,)) == P("tensor")  # 6 is not divisible by 2 x 2
+    assert fit(("fsdp", "tensor"), (64, 128)) == P("fsdp", "tensor")  # a rule already uses fsdp
+    assert fit(("tensor", None), (8, 5)) == P(("tensor", "fsdp"))
+    assert sharding._fit_spec(P("tensor"), (128,), mesh, fallback=False) == P("tensor")

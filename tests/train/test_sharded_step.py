@@ -76,14 +76,15 @@ def single_device(config):
     return jax.device_get(_two_steps(c, jax.devices()[:1]))
 
 
-@pytest.mark.parametrize("data, fsdp", [(8, 1), (2, 4)])
-def test_sharded_steps_match_single_device(config, single_device, data, fsdp):
+@pytest.mark.parametrize("data, fsdp, tensor", [(8, 1, 1), (2, 2, 2)])
+def test_sharded_steps_match_single_device(config, single_device, data, fsdp, tensor):
     c = config.copy_and_resolve_references()
-    c.mesh.data, c.mesh.fsdp = data, fsdp
+    c.mesh.data, c.mesh.fsdp, c.mesh.tensor = data, fsdp, tensor
     state, metrics = _two_steps(c, jax.devices())
     if fsdp > 1:
         leaves = jax.tree_util.tree_leaves(state.params)
-        unsharded = [leaf.shape for leaf in leaves if "fsdp" not in tuple(leaf.sharding.spec)]
+        axes = lambda spec: {a for entry in spec for a in (entry if isinstance(entry, tuple) else (entry,))}  # noqa: E731
+        unsharded = [leaf.shape for leaf in leaves if "fsdp" not in axes(leaf.sharding.spec)]
         assert not any(d % fsdp == 0 for shape in unsharded for d in shape), unsharded
     reference_state, reference_metrics = single_device
     state = jax.device_get(state)
