@@ -32,10 +32,19 @@ def smoke_config(kind: str) -> ml_collections.ConfigDict:
     return config_lib.validate(config)
 
 
-def model_config(kind: str, smoke: bool, dtype: str) -> ml_collections.ConfigDict:
+def model_config(kind: str, smoke: bool, dtype: str, attention_impl: str = "auto") -> ml_collections.ConfigDict:
     """The released preset of `kind` (or the smoke one) with compute dtype `dtype`."""
     if kind not in PRESETS:
         raise ValueError(f"model kind {kind!r}: the benchmarks know {', '.join(PRESETS)}")
     config = smoke_config(kind) if smoke else config_lib.load_config_file(harness.REPO / PRESETS[kind])
     config.model.dtype = dtype
+    config.model.attention_impl = attention_impl
     return config_lib.validate(config)
+
+
+def resolved_attention(config: ml_collections.ConfigDict) -> str:
+    """What `config.model.attention_impl` resolves to for the U-Net's heads on this machine."""
+    from glide_jax.models import factory, layers  # jax-heavy; presets stays importable without it
+
+    return layers.attention_implementation(config.model.attention_impl, factory.DTYPES[config.model.dtype],
+                                           config.model.num_head_channels or config.model.model_channels)

@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """All requested workloads and batch sizes; returns the result record."""
     results = []
     for kind in args.workloads:
-        config = presets.model_config(kind, args.smoke, args.dtype)
+        config = presets.model_config(kind, args.smoke, args.dtype, args.attention_impl)
         module = factory.create_model(config)
         params = init_params(module, config, args.seed)
         for batch in args.batch_sizes:
@@ -188,7 +188,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "sample_speed",
         "smoke": args.smoke,
-        "settings": {"dtype": args.dtype, "batch_sizes": list(args.batch_sizes), "repeats": args.repeats,
+        "settings": {"dtype": args.dtype, "attention_impl": args.attention_impl,
+                     "attention": presets.resolved_attention(presets.model_config("base", args.smoke, args.dtype,
+                                                                                  args.attention_impl)),
+                     "batch_sizes": list(args.batch_sizes), "repeats": args.repeats,
                      "warmup": args.warmup, "seed": args.seed, "base_steps": args.base_steps,
                      "upsample_steps": args.upsample_steps, "workloads": list(args.workloads),
                      "presets": None if args.smoke else {k: presets.PRESETS[k] for k in args.workloads}},
@@ -201,6 +204,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny models and batches (CPU, for the tests)")
     parser.add_argument("--dtype", default="bfloat16", choices=config_lib.DTYPES, help="compute dtype")
+    parser.add_argument("--attention-impl", default="auto", choices=config_lib.ATTENTION_IMPLS,
+                        help="config.model.attention_impl (auto: cuDNN on CUDA in 16-bit)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=None,
                         help="images per batch (default 1 64; smoke 2)")
     parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))

@@ -46,9 +46,10 @@ from glide_jax.train import state as state_lib  # noqa: E402
 from glide_jax.train import step as step_lib  # noqa: E402
 
 
-def train_config(smoke: bool, dtype: str, batch_size: int, remat: bool) -> ml_collections.ConfigDict:
+def train_config(smoke: bool, dtype: str, batch_size: int, remat: bool,
+                 attention_impl: str = "auto") -> ml_collections.ConfigDict:
     """The base preset (or the smoke one) as the training run would see it."""
-    config = presets.model_config("base", smoke, dtype)
+    config = presets.model_config("base", smoke, dtype, attention_impl)
     config.model.remat = remat
     config.data.batch_size = batch_size
     config.mesh.data = None  # every device given to the mesh
@@ -145,7 +146,7 @@ def measure(config: ml_collections.ConfigDict, devices, repeats: int, warmup: in
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """The step measurement, then the matmul peak it is compared against."""
     devices = jax.local_devices()[: args.devices] if args.devices else jax.local_devices()
-    config = train_config(args.smoke, args.dtype, args.batch_size, args.remat)
+    config = train_config(args.smoke, args.dtype, args.batch_size, args.remat, args.attention_impl)
     options = harness.SMOKE_COMPILER_OPTIONS if args.smoke else None
     step = measure(config, devices, args.repeats, args.warmup, args.seed, options)
     # After the step, so its buffers are gone and the memory peak is the step's.
@@ -161,6 +162,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "train_speed",
         "smoke": args.smoke,
         "settings": {"preset": None if args.smoke else presets.PRESETS["base"], "dtype": args.dtype,
+                     "attention_impl": args.attention_impl, "attention": presets.resolved_attention(config),
                      "batch_size": args.batch_size, "remat": args.remat, "repeats": args.repeats,
                      "warmup": args.warmup, "seed": args.seed, "matmul_size": args.matmul_size,
                      "devices": len(devices),
@@ -177,6 +179,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dtype", default="bfloat16", choices=config_lib.DTYPES, help="compute dtype")
     parser.add_argument("--batch-size", type=int, default=None, help="global batch (default 64; smoke 4)")
     parser.add_argument("--remat", action="store_true", help="config.model.remat: recompute residual blocks")
+    parser.add_argument("--attention-impl", default="auto", choices=config_lib.ATTENTION_IMPLS,
+                        help="config.model.attention_impl (auto: cuDNN on CUDA in 16-bit)")
     parser.add_argument("--repeats", type=int, default=None, help="timed steps (default 10; smoke 2)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps after compiling (default 3; smoke 1)")
     parser.add_argument("--matmul-size", type=int, default=None,

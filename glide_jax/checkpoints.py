@@ -22,6 +22,8 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
+from glide_jax import config as config_lib
+
 CONFIG_FILE = "config.json"
 PARAMS_FILE = "params.npz"
 _SEP = "/"
@@ -68,7 +70,13 @@ def save_model(directory: str | pathlib.Path, config: ml_collections.ConfigDict,
 
 
 def load_config(directory: str | pathlib.Path) -> ml_collections.ConfigDict:
-    """Reads only `config.json` of an exported checkpoint."""
+    """Reads only `config.json` of an exported checkpoint.
+
+    The saved values are laid over `config.base_config()`, so the result is
+    typed like a config built from `configs/`: a field saved as null keeps its
+    type (a `--config.x=...` override can set it), and a key added to the
+    defaults after the file was written gets its default.
+    """
     path = pathlib.Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"exported checkpoint config {path} does not exist")
@@ -76,7 +84,14 @@ def load_config(directory: str | pathlib.Path) -> ml_collections.ConfigDict:
         raw = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
-    return ml_collections.ConfigDict(_tuples(raw))
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, got {type(raw).__name__}")
+    config = config_lib.base_config()
+    try:
+        config.update(_tuples(raw))
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{path} does not fit the config's types: {exc}") from exc
+    return config
 
 
 def load_model(directory: str | pathlib.Path) -> tuple[ml_collections.ConfigDict, dict]:

@@ -26,6 +26,7 @@ MODEL_KINDS = ("base", "upsample", "inpaint", "upsample_inpaint", "clip")
 NOISE_SCHEDULES = ("linear", "squaredcos_cap_v2")
 TOKENIZERS = ("gpt2", "clip", "sentencepiece")
 DTYPES = ("float32", "bfloat16", "float16")
+ATTENTION_IMPLS = ("auto", "xla", "cudnn")
 GPT2_VOCAB_SIZE = 50257
 
 
@@ -52,6 +53,7 @@ def model_defaults() -> ml_collections.ConfigDict:
             norm_groups=32,  # GroupNorm groups; every level's width must be a multiple
             dtype="float32",  # compute dtype; parameters stay float32
             remat=False,  # rematerialise residual blocks in the backward pass
+            attention_impl="auto",  # auto | xla | cudnn (auto: cuDNN flash attention on CUDA in 16-bit)
         )
     )
 
@@ -480,6 +482,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         _fail("model.dropout", dropout, "must be in [0, 1)")
     _check_choice(config, "model.dtype", DTYPES)
+    _check_choice(config, "model.attention_impl", ATTENTION_IMPLS)
     _check_positive_int(config, "model.norm_groups")
     widths = [config.model.model_channels * mult for mult in config.model.channel_mult]
     if any(width % config.model.norm_groups for width in widths):

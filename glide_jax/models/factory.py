@@ -50,6 +50,7 @@ def create_model(config: ml_collections.ConfigDict):
         n_vocab=t.n_vocab,
         dtype=DTYPES[m.dtype],
         remat=bool(m.get("remat", False)),
+        attention_impl=m.get("attention_impl", "auto"),
     )
 
 

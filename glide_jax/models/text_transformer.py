@@ -32,11 +32,13 @@ class ResidualAttentionBlock(nn.Module):
       width: model width W.
       heads: attention heads (W must be divisible by it).
       dtype: compute dtype.
+      attention_impl: "auto", "xla" or "cudnn" (`layers.attention_implementation`).
     """
 
     width: int
     heads: int
     dtype: Dtype = jnp.float32
+    attention_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -44,7 +46,7 @@ class ResidualAttentionBlock(nn.Module):
         h = layers.LayerNorm32(name="ln_1")(x)
         qkv = layers.dense(3 * self.width, ("embed", "heads"), self.dtype, name="c_qkv")(h)
         q, k, v = layers.split_heads(qkv, self.heads, 3)
-        h = layers.attention(q, k, v, self.dtype)
+        h = layers.attention(q, k, v, self.dtype, self.attention_impl)
         x = x + layers.dense(self.width, ("heads", "embed"), self.dtype, name="attn_c_proj")(h)
         h = layers.LayerNorm32(name="ln_2")(x)
         h = layers.dense(4 * self.width, ("embed", "mlp"), self.dtype, name="c_fc")(h)
@@ -65,6 +67,7 @@ class TextTransformer(nn.Module):
       padding: learned padding embedding where the mask is False.
       dtype: compute dtype of the matmuls (embeddings, LayerNorms and the
         residual stream stay float32).
+      attention_impl: "auto", "xla" or "cudnn" (`layers.attention_implementation`).
     """
 
     text_ctx: int
@@ -75,6 +78,7 @@ class TextTransformer(nn.Module):
     final_ln: bool = True
     padding: bool = True
     dtype: Dtype = jnp.float32
+    attention_impl: str = "auto"
 
     @nn.compact
     def __call__(self, tokens: jax.Array, mask: jax.Array | None) -> jax.Array:
@@ -106,7 +110,8 @@ class TextTransformer(nn.Module):
                                  (self.text_ctx, self.width), jnp.float32)
             x = jnp.where(mask[..., None].astype(bool), x, padding[None])
         for i in range(self.layers):
-            x = ResidualAttentionBlock(self.width, self.heads, self.dtype, name=f"resblocks_{i}")(x)
+            x = ResidualAttentionBlock(self.width, self.heads, self.dtype, self.attention_impl,
+                                       name=f"resblocks_{i}")(x)
         if self.final_ln:
             x = layers.LayerNorm32(name="final_ln")(x)
         return x

@@ -88,11 +88,13 @@ class AttentionBlock(nn.Module):
       num_heads: attention heads (channels must be divisible by it).
       norm_groups: GroupNorm groups (32 in GLIDE).
       dtype: compute dtype.
+      attention_impl: "auto", "xla" or "cudnn" (`layers.attention_implementation`).
     """
 
     num_heads: int
     norm_groups: int = 32
     dtype: Dtype = jnp.float32
+    attention_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, encoder_out: jax.Array | None) -> jax.Array:
@@ -106,7 +108,7 @@ class AttentionBlock(nn.Module):
             ek, ev = layers.split_heads(kv, self.num_heads, 2)
             k = jnp.concatenate([ek, k], axis=1)
             v = jnp.concatenate([ev, v], axis=1)
-        h = layers.attention(q, k, v, self.dtype)
+        h = layers.attention(q, k, v, self.dtype, self.attention_impl)
         h = layers.dense(c, ("heads", "embed"), self.dtype, name="proj_out", zero_init=True)(h)
         return x + h.reshape(b, hgt, wid, c)
 
@@ -201,6 +203,7 @@ class Text2ImUNet(nn.Module):
     n_vocab: int = 50257
     dtype: Dtype = jnp.float32
     remat: bool = False
+    attention_impl: str = "auto"
 
     def _heads(self, channels: int, decoder: bool) -> int:
         if self.num_head_channels is not None:
@@ -217,7 +220,8 @@ class Text2ImUNet(nn.Module):
                    norm_groups=self.norm_groups, dtype=self.dtype)
 
     def _attn(self, channels: int, decoder: bool = False) -> nn.Module:
-        return AttentionBlock(self._heads(channels, decoder), self.norm_groups, dtype=self.dtype)
+        return AttentionBlock(self._heads(channels, decoder), self.norm_groups, dtype=self.dtype,
+                              attention_impl=self.attention_impl)
 
     def _build_encoder(self, attention_ds: set[int]) -> tuple[list, list[int], int]:
         ch = self.model_channels * self.channel_mult[0]
@@ -261,7 +265,8 @@ class Text2ImUNet(nn.Module):
                            layers.dense(time_dim, ("mlp", "embed"), jnp.float32)]
         self.text_encoder = TextTransformer(
             self.text_ctx, self.xf_width, self.xf_layers, self.xf_heads, self.n_vocab,
-            final_ln=self.xf_final_ln, padding=self.xf_padding, dtype=self.dtype)
+            final_ln=self.xf_final_ln, padding=self.xf_padding, dtype=self.dtype,
+            attention_impl=self.attention_impl)
         self.transformer_proj = layers.dense(time_dim, ("embed", "mlp"), self.dtype)
         encoder, chans, ds = self._build_encoder(attention_ds)
         self.input_blocks = encoder

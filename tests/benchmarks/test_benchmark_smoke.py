@@ -55,6 +55,7 @@ def test_sample_speed_smoke(sample_result):
     assert all(r[key] is not None for key in METADATA if key != "dirty")
     assert len(r["commit"]) == 40 and r["device_kind"] == "cpu"
     assert r["settings"]["dtype"] == "bfloat16" and r["settings"]["batch_sizes"] == [2]
+    assert r["settings"]["attention_impl"] == "auto" and r["settings"]["attention"] == "xla"  # no CUDA here
     rows = {row["workload"]: row for row in r["results"]}
     assert set(rows) == {"base", "upsample"}
     base, up = rows["base"], rows["upsample"]
@@ -93,8 +94,36 @@ def test_train_speed_smoke(train_result):
     assert step["memory"]["peak_bytes"] > step["memory"]["compiled"]["argument_size_in_bytes"] > 0
 
 
+def test_layer_speed_smoke(tmp_path_factory):
+    r = _run("layer_speed", tmp_path_factory)
+    assert r["benchmark"] == "layer_speed" and all(r[key] is not None for key in METADATA if key != "dirty")
+    norms = [row for row in r["results"] if row["case"] == "groupnorm_silu"]
+    assert {(row["variant"], row["direction"]) for row in norms} == {
+        (variant, direction) for variant in ("ours", "straightforward") for direction in ("forward", "forward+backward")}
+    for row in norms:
+        _check_timing(row, 2)
+        assert row["finite"] is True
+        assert row["effective_gb_per_s"] == pytest.approx(row["least_bytes"] / row["median_s"] / 1e9, rel=1e-3)
+    attention = {row["variant"]: row for row in r["results"] if row["case"] == "attention"}
+    _check_timing(attention["xla"], 2)
+    assert attention["xla"]["achieved_tflops"] > 0
+    assert "not a CUDA GPU" in attention["cudnn"]["skipped"]  # says why, on a CPU
+
+
+def test_layer_speed_variants_agree():
+    # The "before" GroupNorm the benchmark times against computes the same function.
+    layer_speed = _load("layer_speed")
+    import jax.numpy as jnp
+    import numpy as np
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 4, 64)) * 2 + 1
+    params = {"scale": jnp.linspace(0.5, 1.5, 64), "bias": jnp.linspace(-0.2, 0.2, 64)}
+    variants = layer_speed._norm_variants(jnp.float32)
+    np.testing.assert_allclose(variants["ours"](params, x), variants["straightforward"](params, x), atol=2e-5)
+
+
 def test_benchmarks_import_no_tensorflow():
-    code = ("import sys; sys.path.insert(0, 'benchmarks'); import sample_speed, train_speed; "
+    code = ("import sys; sys.path.insert(0, 'benchmarks'); import sample_speed, train_speed, layer_speed; "
             "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

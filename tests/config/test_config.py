@@ -22,6 +22,7 @@ def test_defaults_validate():
         ("model.num_head_channels", 7, "must divide model.model_channels"),
         ("data.shapes_max_objects", 4, "config.data.shapes_max_objects = 4"),
         ("model.norm_groups", 256, "config.model.norm_groups = 256"),  # 192 channels at level 0
+        ("model.attention_impl", "flash", "config.model.attention_impl = 'flash'"),
         ("train.coordinator_address", "host0", "config.train.coordinator_address = 'host0'"),  # no port
         ("train.num_processes", 0, "config.train.num_processes = 0"),
     ],

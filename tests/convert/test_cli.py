@@ -112,3 +112,25 @@ def test_incomplete_options_name_the_missing_keys(fixtures_dir, tmp_path):
                      "--output", str(tmp_path / "x")], out=lines.append)
     assert code == 1 and "num_res_blocks" in lines[-1] and "xf_width" in lines[-1]
     assert not (tmp_path / "x").exists()
+
+
+def test_loaded_config_is_typed_like_the_defaults(tmp_path):
+    saved = json.loads(config_lib.base_config().to_json())
+    del saved["model"]["attention_impl"]  # a key added after the file was written
+    saved["model"]["dropout"] = 0  # JSON wrote the float as an int
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    config = checkpoints.load_config(tmp_path)
+    assert config.model.attention_impl == "auto"
+    assert isinstance(config.model.dropout, float)
+    assert config.train.num_processes is None
+    config.train.num_processes = 2  # a None field keeps its type, so overrides can set it
+    with pytest.raises(TypeError):
+        config.train.num_processes = "two"
+
+    saved["model"]["image_size"] = 6.5
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(checkpoints.CheckpointError, match=r"config\.json.*image_size"):
+        checkpoints.load_config(tmp_path)
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(checkpoints.CheckpointError, match="JSON object"):
+        checkpoints.load_config(tmp_path)

@@ -1,5 +1,6 @@
 """Building blocks: timestep embedding, norms, head layout, resampling."""
 
+import flax.linen as nn
 import numpy as np
 import jax
 import jax.numpy as jnp
@@ -36,6 +37,46 @@ def test_group_norm_matches_torch():
     np.testing.assert_allclose(ours32, ref.permute(0, 2, 3, 1).numpy(), atol=1e-5)
 
 
+def _group_norm_float64(x: np.ndarray, groups: int, eps: float = 1e-5) -> np.ndarray:
+    grouped = x.astype(np.float64).reshape(x.shape[0], -1, groups, x.shape[-1] // groups)
+    mean, var = grouped.mean(axis=(1, 3), keepdims=True), grouped.var(axis=(1, 3), keepdims=True)
+    return ((grouped - mean) / np.sqrt(var + eps)).reshape(x.shape)
+
+
+@pytest.mark.parametrize("offset", [0.0, 100.0, 1e4])
+def test_group_norm_statistics_survive_large_means(offset):
+    # Channels with their own spread and a mean far from zero: the variance
+    # must not be lost to cancellation (as a one-pass E[x^2] - E[x]^2 would).
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=(2, 8, 8, 64)) * rng.uniform(0.1, 3.0, 64) + rng.normal(size=64) + offset)
+    x = x.astype(np.float32)
+    module = layers.GroupNorm32(num_groups=8)
+    ours = module.apply(module.init(jax.random.PRNGKey(0), x), x)
+    # float32 holds x itself only to |x| * 6e-8; scaled by 1/std, that is the floor.
+    floor = 6e-8 * np.abs(x).max() / x.reshape(2, -1, 8, 8).std(axis=(1, 3)).min()
+    np.testing.assert_allclose(ours, _group_norm_float64(x, 8), atol=max(2e-5, 8 * floor))
+
+
+def test_group_norm_gradient_matches_two_pass_formula():
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.normal(size=(2, 4, 4, 32)) * 2 + 3, jnp.float32)
+    weights = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+    module = layers.GroupNorm32(num_groups=4)
+    params = jax.tree.map(lambda a: a + 0.3, nn.unbox(module.init(jax.random.PRNGKey(0), x)))
+
+    def two_pass(p, x):
+        grouped = x.reshape(2, -1, 4, 8)
+        mean = grouped.mean(axis=(1, 3), keepdims=True)
+        var = jnp.square(grouped - mean).mean(axis=(1, 3), keepdims=True)
+        normed = ((grouped - mean) * jax.lax.rsqrt(var + 1e-5)).reshape(x.shape)
+        return (normed * p["params"]["scale"] + p["params"]["bias"]) * weights
+
+    ours = jax.grad(lambda p, x: (module.apply(p, x) * weights).sum(), argnums=(0, 1))(params, x)
+    expected = jax.grad(lambda p, x: two_pass(p, x).sum(), argnums=(0, 1))(params, x)
+    for got, want in zip(jax.tree.leaves(ours), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
 def test_split_heads_is_within_each_head():
     # channel = head * parts * d + part * d + i
     heads, parts, d = 2, 3, 4
@@ -54,6 +95,21 @@ def test_attention_matches_explicit_softmax():
     weights /= weights.sum(-1, keepdims=True)
     expected = np.einsum("bhts,bshd->bthd", weights, v).reshape(2, 5, 24)
     np.testing.assert_allclose(layers.attention(q, k, v, jnp.float32), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(layers.attention(q, k, v, jnp.float32, "xla"),
+                                  layers.attention(q, k, v, jnp.float32))
+
+
+def test_attention_implementation_choice():
+    # "auto" takes cuDNN only on a CUDA GPU in 16-bit with head widths it supports.
+    on_cuda = layers._on_cuda()
+    assert layers.attention_implementation("auto", jnp.bfloat16, 64) == ("cudnn" if on_cuda else "xla")
+    assert layers.attention_implementation("auto", jnp.float32, 64) == "xla"
+    assert layers.attention_implementation("auto", jnp.bfloat16, 12) == "xla"
+    assert layers.attention_implementation("xla", jnp.bfloat16, 64) == "xla"
+    with pytest.raises(ValueError, match="attention_impl 'flash'"):
+        layers.attention_implementation("flash", jnp.bfloat16, 64)
+    with pytest.raises(ValueError, match="attention_impl 'cudnn' cannot run here: .*float32"):
+        layers.attention_implementation("cudnn", jnp.float32, 64)
 
 
 @pytest.mark.parametrize("size_in, size_out", [((4, 4), (16, 16)), ((3, 5), (7, 9)), ((8, 8), (3, 5))])

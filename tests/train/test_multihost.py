@@ -37,11 +37,9 @@ def _free_port() -> int:
 
 def _train_on_two_hosts(config_dir: pathlib.Path, workdir: pathlib.Path, logs: pathlib.Path) -> list[int]:
     config_file = logs / "config.py"
-    # The saved JSON on top of the defaults, whose typed None fields take --config.x=... overrides.
-    config_file.write_text("from glide_jax import checkpoints, config\n\n\ndef get_config():\n"
-                           "    c = config.base_config()\n"
-                           f"    c.update(checkpoints.load_config({str(config_dir)!r}))\n"
-                           "    return c\n")
+    # load_config's typed None fields take the --config.train.* overrides below.
+    config_file.write_text("from glide_jax import checkpoints\n\n\ndef get_config():\n"
+                           f"    return checkpoints.load_config({str(config_dir)!r})\n")
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
     address = f"localhost:{_free_port()}"
     children = []
