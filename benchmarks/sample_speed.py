@@ -172,9 +172,10 @@ def measure(kind: str, config: ml_collections.ConfigDict, params: Any, batch: in
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """All requested workloads and batch sizes; returns the result record."""
-    results = []
+    results, attention = [], None
     for kind in args.workloads:
         config = presets.model_config(kind, args.smoke, args.dtype, args.attention_impl)
+        attention = presets.resolved_attention(config)  # both stages: 64-wide heads, one dtype
         module = factory.create_model(config)
         params = init_params(module, config, args.seed)
         for batch in args.batch_sizes:
@@ -188,9 +189,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "sample_speed",
         "smoke": args.smoke,
-        "settings": {"dtype": args.dtype, "attention_impl": args.attention_impl,
-                     "attention": presets.resolved_attention(presets.model_config("base", args.smoke, args.dtype,
-                                                                                  args.attention_impl)),
+        "settings": {"dtype": args.dtype, "attention_impl": args.attention_impl, "attention": attention,
                      "batch_sizes": list(args.batch_sizes), "repeats": args.repeats,
                      "warmup": args.warmup, "seed": args.seed, "base_steps": args.base_steps,
                      "upsample_steps": args.upsample_steps, "workloads": list(args.workloads),

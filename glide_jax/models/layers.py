@@ -153,9 +153,9 @@ class GroupNorm32(nn.Module):
                           (channels,), jnp.float32)
         x32 = x.astype(jnp.float32)
         per_pixel = (slice(None),) + (None,) * (x.ndim - 2) + (slice(None),)  # (B, C) -> (B, 1.., C)
-        mean = self._group_mean(x32)
-        var = self._group_mean(jnp.square(x32 - mean[per_pixel]))
-        normed = (x32 - mean[per_pixel]) * (jax.lax.rsqrt(var + self.epsilon) * scale)[per_pixel]
+        centred = x32 - self._group_mean(x32)[per_pixel]
+        var = self._group_mean(jnp.square(centred))
+        normed = centred * (jax.lax.rsqrt(var + self.epsilon) * scale)[per_pixel]
         return (normed + bias).astype(self.dtype)
 
     def _group_mean(self, x32: jax.Array) -> jax.Array:
