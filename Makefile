@@ -5,7 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # torch 2.13.0 is the CPU build; an unpinned torch would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
-# Tests run on 8 simulated CPU devices (tests/conftest.py sets the same flag).
+# Tests run on 8 simulated CPU devices (tests/conftest.py sets the same flag and
+# adds XLA's cheap-compile flags; GLIDE_TEST_FULL_OPT=1 keeps XLA's defaults).
 TEST_XLA_FLAGS := --xla_force_host_platform_device_count=8
 # pytest-xdist workers: compiling dominates the suite and XLA:CPU compiles on
 # one core, so two workers nearly halve it on the 2-core CI machine.

@@ -46,9 +46,13 @@ def test_eight_devices_equal_one(base_pipe, tiny_checkpoints):
     on_eight = base_pipe.generate(prompts, dict(SETTINGS, seed=5))
     on_one = single.generate(prompts, dict(SETTINGS, seed=5))
     # Per-device batches of 1 vs 8 round float32 sums differently; DDPM amplifies
-    # that at its noisiest step, so a few values land one uint8 level apart.
-    assert np.abs(on_eight.astype(int) - on_one.astype(int)).max() <= 1
-    assert (on_eight == on_one).mean() > 0.99
+    # that at its noisiest step, so a few values land a level or two apart
+    # (measured: 23 of 6144 one level apart under XLA's default optimisation,
+    # 55 up to 3 levels under the suite's fast-compile flags). A sharding bug
+    # (wrong noise, mixed-up rows) changes whole images: mean differences > 10.
+    difference = np.abs(on_eight.astype(int) - on_one.astype(int))
+    assert difference.max() <= 4
+    assert (difference == 0).mean() > 0.98
 
 
 def test_long_prompt_is_truncated_with_a_warning(base_pipe):

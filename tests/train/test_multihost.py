@@ -40,7 +40,9 @@ def _train_on_two_hosts(config_dir: pathlib.Path, workdir: pathlib.Path, logs: p
     # load_config's typed None fields take the --config.train.* overrides below.
     config_file.write_text("from glide_jax import checkpoints\n\n\ndef get_config():\n"
                            f"    return checkpoints.load_config({str(config_dir)!r})\n")
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    # Two devices per process; the session's other XLA flags (tests/conftest.py) carry over.
+    flags = [f for f in os.environ["XLA_FLAGS"].split() if not f.startswith("--xla_force_host_platform_device_count")]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=" ".join(flags + ["--xla_force_host_platform_device_count=2"]))
     address = f"localhost:{_free_port()}"
     children = []
     for process_id in range(PROCESSES):

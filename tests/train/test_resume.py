@@ -17,12 +17,12 @@ from glide_jax import sharding
 from glide_jax.train import checkpointing, loop, metrics, optim
 from glide_jax.train import state as state_lib
 
-# Runs train_and_evaluate in a fresh process. With "hold_at_3" it says so once
+# Runs train_and_evaluate in a fresh process, under the session's XLA_FLAGS and
+# JAX_PLATFORMS (inherited: tests/conftest.py set them), so that it compiles
+# what this process compiles, bit for bit. With "hold_at_3" it says so once
 # checkpoint 3 is fully written and waits there, for the test to SIGKILL it.
 CHILD = textwrap.dedent("""
-    import os, sys, time
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    import sys, time
     import jax
     jax.config.update("jax_default_matmul_precision", "highest")
     jax.config.update("jax_compilation_cache_dir", sys.argv[3])
