@@ -18,7 +18,10 @@ encoded once, then the whole reverse loop is a `lax.scan` on the device), on
 one device. Reported per batch size: compile time, median seconds per batch
 over `--repeats` runs after `--warmup`, images/s, whether every output is
 finite, the model FLOPs of the batch (steps x one U-Net call + the text
-encoder), the achieved TFLOP/s and the compute floor at 790 TFLOP/s.
+encoder), the achieved TFLOP/s and the compute floor at 790 TFLOP/s, and
+`loop_state`: the bytes per dtype the compiled reverse loop carries, which
+says whether XLA cast the float32 kernels to bfloat16 once, before the loop
+(bf16 bytes), or casts them at every step (f32 bytes).
 
 `--smoke` runs tiny models (16 px, one U-Net level) with short
 respacings on whatever device jax picks; the tests run it so the script
@@ -167,6 +170,7 @@ def measure(kind: str, config: ml_collections.ConfigDict, params: Any, batch: in
         "achieved_tflops": roofline.significant(flops["batch_flops"] / median / 1e12),
         **roofline.floors(flops["batch_flops"]),
         "memory": roofline.memory_report(jax.devices()[0], compiled),
+        "loop_state": roofline.loop_state(compiled),
     }
 
 

@@ -72,6 +72,9 @@ def test_sample_speed_smoke(sample_result):
         assert row["unet_call_flops"] > row["text_encoder_flops"] > 0
         assert row["compute_floor_s"] == pytest.approx(row["batch_flops"] / 790e12)
         assert row["memory"]["peak_bytes"] > 0
+        # The reverse loop carries at least x_t (float32) and the parameters it closes over.
+        assert row["loop_state"]["bytes_by_dtype"]["f32"] >= row["model_rows"] * 16 * 16 * 3 * 4
+        assert row["loop_state"]["total_bytes"] == sum(row["loop_state"]["bytes_by_dtype"].values())
 
 
 def test_train_speed_smoke(train_result):
