@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from glide_jax.diffusion import classifier_free_guidance, ddim_sample_loop, p_sample_loop
 from glide_jax.diffusion.gaussian import GaussianDiffusion
+from glide_jax.sampling.precast import precast
 
 SAMPLERS = ("ddpm", "ddim")
 Constrain = Callable[[jax.Array], jax.Array]
@@ -84,6 +85,10 @@ def conditioned_model_fn(module, params, tokens: jax.Array, mask: jax.Array,
                          constrain: Constrain | None = None, **conditioning) -> Callable:
     """Encodes the text once and returns `model_fn(x, t)` for the samplers.
 
+    Under bf16/fp16 compute the kernels the U-Net would cast at every call
+    are cast once, here (`precast`), so the reverse loop reads them at half
+    the bytes; the samples are unchanged.
+
     Args:
       module: a `Text2ImUNet`.
       params: its params tree or variables.
@@ -98,8 +103,18 @@ def conditioned_model_fn(module, params, tokens: jax.Array, mask: jax.Array,
     text_emb = module.apply(variables, tokens, mask, method="encode_text")
     keep = constrain or (lambda a: a)
 
+    def apply(v, x, t, text_emb, conditioning):
+        return module.apply(v, x, t, text_emb=text_emb, **conditioning)
+
+    if jnp.dtype(getattr(module, "dtype", jnp.float32)) != jnp.float32:
+        # bf16/fp16 compute: round the kernels once here, not at every step of the loop.
+        rows, size = tokens.shape[0], module.image_size
+        x_spec = jax.ShapeDtypeStruct((rows, size, size, 3), jnp.float32)
+        t_spec = jax.ShapeDtypeStruct((rows,), jnp.int32)
+        variables = precast(apply, variables, x_spec, t_spec, text_emb, conditioning)
+
     def model_fn(x: jax.Array, t: jax.Array) -> jax.Array:
-        out = module.apply(variables, keep(x), t, text_emb=text_emb, **conditioning)
+        out = apply(variables, keep(x), t, text_emb, conditioning)
         return keep(out.astype(jnp.float32))
 
     return model_fn
