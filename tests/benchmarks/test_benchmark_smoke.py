@@ -126,7 +126,8 @@ def test_layer_speed_variants_agree():
 
 
 def test_benchmarks_import_no_tensorflow():
-    code = ("import sys; sys.path.insert(0, 'benchmarks'); import sample_speed, train_speed, layer_speed; "
+    code = ("import sys; sys.path.insert(0, 'benchmarks'); "
+            "import sample_speed, train_speed, layer_speed, aot_compile; "
             "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -171,3 +172,31 @@ def test_train_flops_do_not_credit_rematerialisation():
     flops = train_speed.step_flops(config, state, batch, jax.random.PRNGKey(0))
     # remat recomputes the residual blocks' forward in the backward pass.
     assert flops["executed_flops_per_step"] > 1.05 * flops["model_flops_per_step"] > 0
+
+
+def test_aot_compile_smoke_on_cpu(tmp_path_factory):
+    r = _run("aot_compile", tmp_path_factory, "--platform", "cpu", "--devices", "2",
+             "--workloads", "sample_base", "train")
+    assert r["benchmark"] == "aot_compile" and r["device_kind"] == "cpu" and r["num_devices"] == 2
+    assert all(r[key] is not None for key in METADATA if key != "dirty")
+    sample, train = r["results"]
+    assert (sample["workload"], sample["batch_size"], sample["devices"]) == ("sample_base", 2, 1)
+    assert (train["workload"], train["devices"], train["mesh"]) == ("train", 2, {"data": 2, "fsdp": 1, "tensor": 1})
+    for row in (sample, train):
+        memory = row["memory"]
+        assert memory["peak_estimate_bytes"] == (memory["argument_size_in_bytes"] + memory["output_size_in_bytes"]
+                                                 + memory["temp_size_in_bytes"] - memory["alias_size_in_bytes"])
+        assert memory["argument_size_in_bytes"] > 0 and row["fusions"] > 0 and row["compile_s"] > 0
+    # The reverse loop carries x_t and the kernels; the train step donates its state.
+    assert sample["loop_state"]["bytes_by_dtype"]["f32"] >= 4 * 16 * 16 * 3 * 4
+    assert train["loop_state"] is None
+    assert train["memory"]["alias_size_in_bytes"] > 0.9 * train["memory"]["argument_size_in_bytes"]
+
+
+def test_aot_compile_for_cuda_without_the_plugin_says_what_to_install():
+    from jax._src.lib import cuda_versions
+    if cuda_versions is not None:
+        pytest.skip("jax's CUDA plugin is installed here")
+    module = _load("aot_compile")
+    with pytest.raises(SystemExit, match=r"needs jax's CUDA plugin \(pip install 'jax\[cuda12\]'\)"):
+        module.main(["--smoke", "--platform", "cuda"])
