@@ -218,6 +218,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.platform == "cuda":
+        # Compile-only CUDA devices need the plugin registered but no CUDA
+        # client; jax's own backend stays the CPU (and no GPU is looked for).
+        jax.config.update("jax_platforms", "cpu")
     out = harness.default_out("aot_compile_h100" if args.platform == "cuda" else "aot_compile_cpu",
                               args.smoke, args.out)
     text = harness.write_json(run(args), out)
