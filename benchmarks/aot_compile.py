@@ -3,6 +3,7 @@
     pip install -e . "jax[cuda12]"        # the CUDA plugin and compiler; no GPU needed
     python benchmarks/aot_compile.py      # writes benchmarks/results/aot_compile_h100.json
     python benchmarks/aot_compile.py --workloads train --devices 8 --out /tmp/train8.json
+    python benchmarks/aot_compile.py --workloads train --devices 8 --config configs/paper_base.py --out /tmp/p.json
     python benchmarks/aot_compile.py --smoke --platform cpu --out /tmp/aot.json   # tiny, CPU (the tests)
 
 jax can compile for a GPU that is not attached: a PJRT topology made from a
@@ -45,6 +46,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import flax.linen as nn  # noqa: E402  (after the path set-up)
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import ml_collections  # noqa: E402
 from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
 
 from benchmarks import harness, presets, roofline, sample_speed, train_speed  # noqa: E402
@@ -149,10 +151,20 @@ def compile_sampling(kind: str, smoke: bool, dtype: str, attention_impl: str, ba
             "compile_s": roofline.significant(time.perf_counter() - start), **summary(compiled, True)}
 
 
-def compile_train(smoke: bool, dtype: str, attention_impl: str, batch: int, remat: bool,
-                  devices: list[Any]) -> dict[str, Any]:
-    """train_speed.py's step on a mesh of `devices`, compiled."""
-    config = train_speed.train_config(smoke, dtype, batch, remat, attention_impl)
+def experiment_train_config(path: str, dtype: str, batch: int, remat: bool,
+                            attention_impl: str) -> ml_collections.ConfigDict:
+    """An experiment file's config for the train step: its model and mesh.fsdp/tensor kept."""
+    config = config_lib.load_config_file(path)
+    config.model.dtype, config.model.attention_impl = dtype, attention_impl
+    config.model.remat = bool(config.model.remat or remat)
+    config.data.batch_size = batch
+    config.mesh.data = None  # every device fsdp and tensor leave over
+    return config_lib.validate(config)
+
+
+def compile_train(config: ml_collections.ConfigDict, devices: list[Any]) -> dict[str, Any]:
+    """The train step of `config` on a mesh of `devices`, compiled."""
+    batch, remat = int(config.data.batch_size), bool(config.model.remat)
     mesh = sharding_lib.create_mesh(config.mesh, devices)
     model = factory.create_model(config)
     optimizer = optim.create_optimizer(config)
@@ -182,8 +194,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with on_cuda:
         for workload in args.workloads:
             if workload == "train":
-                row = compile_train(args.smoke, args.dtype, args.attention_impl, args.batch_size, args.remat,
-                                    devices)
+                config = (experiment_train_config(args.config, args.dtype, args.batch_size, args.remat,
+                                                  args.attention_impl) if args.config else
+                          train_speed.train_config(args.smoke, args.dtype, args.batch_size, args.remat,
+                                                   args.attention_impl))
+                row = {**compile_train(config, devices), "config": args.config or "configs/glide_base.py"}
             else:
                 row = compile_sampling(workload.split("_", 1)[1], args.smoke, args.dtype, args.attention_impl,
                                        args.batch_size, devices[0])
@@ -194,6 +209,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"benchmark": "aot_compile", "smoke": args.smoke, **harness.run_metadata(devices),
             "settings": {"platform": args.platform, "dtype": args.dtype, "attention_impl": args.attention_impl,
                          "batch_size": args.batch_size, "devices": args.devices, "remat": args.remat,
+                         "config": args.config,
                          "workloads": list(args.workloads)},
             "results": results}
 
@@ -207,6 +223,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=None, help="images per batch (default 64; smoke 2)")
     parser.add_argument("--devices", type=int, default=1, help="devices of the train step's mesh (default 1)")
     parser.add_argument("--remat", action="store_true", help="rematerialise residual blocks in the train step")
+    parser.add_argument("--config", default=None,
+                        help="train an experiment file's model instead (e.g. configs/paper_base.py; its "
+                             "mesh.fsdp/tensor and remat are kept)")
     parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
     parser.add_argument("--attention-impl", default="auto", choices=config_lib.ATTENTION_IMPLS)
     parser.add_argument("--out", default=None,

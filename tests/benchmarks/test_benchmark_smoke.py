@@ -175,13 +175,15 @@ def test_train_flops_do_not_credit_rematerialisation():
 
 
 def test_aot_compile_smoke_on_cpu(tmp_path_factory):
+    # The train row compiles an experiment file's model (the --config path).
     r = _run("aot_compile", tmp_path_factory, "--platform", "cpu", "--devices", "2",
-             "--workloads", "sample_base", "train")
+             "--workloads", "sample_base", "train", "--config", str(REPO / "configs" / "shapes_base.py"))
     assert r["benchmark"] == "aot_compile" and r["device_kind"] == "cpu" and r["num_devices"] == 2
     assert all(r[key] is not None for key in METADATA if key != "dirty")
     sample, train = r["results"]
     assert (sample["workload"], sample["batch_size"], sample["devices"]) == ("sample_base", 2, 1)
     assert (train["workload"], train["devices"], train["mesh"]) == ("train", 2, {"data": 2, "fsdp": 1, "tensor": 1})
+    assert train["config"].endswith("shapes_base.py") and train["batch_size"] == 2
     for row in (sample, train):
         memory = row["memory"]
         assert memory["peak_estimate_bytes"] == (memory["argument_size_in_bytes"] + memory["output_size_in_bytes"]
