@@ -38,14 +38,13 @@ import argparse
 import pathlib
 import sys
 import time
+from contextlib import nullcontext
 from typing import Any
 from unittest import mock
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-import flax.linen as nn  # noqa: E402  (after the path set-up)
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
+import jax  # noqa: E402  (after the path set-up)
 import ml_collections  # noqa: E402
 from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
 
@@ -54,9 +53,8 @@ from glide_jax import config as config_lib  # noqa: E402
 from glide_jax import sharding as sharding_lib  # noqa: E402
 from glide_jax.diffusion import diffusion_from_config  # noqa: E402
 from glide_jax.models import factory, layers  # noqa: E402
-from glide_jax.train import losses, optim  # noqa: E402
+from glide_jax.train import optim  # noqa: E402
 from glide_jax.train import state as state_lib  # noqa: E402
-from glide_jax.train import step as step_lib  # noqa: E402
 
 WORKLOADS = ("sample_base", "sample_upsample", "train")
 # NVIDIA H100 80GB HBM3 (SXM5), as XLA's GpuDeviceInfoProto describes a device.
@@ -110,12 +108,6 @@ def target_devices(platform: str, count: int) -> list[Any]:
     return list(topology.devices)
 
 
-def placed(tree: Any, sharding: NamedSharding) -> Any:
-    """Abstract arrays of `tree`'s shapes and dtypes, placed with `sharding`."""
-    return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a),
-                                                                 sharding=sharding), tree)
-
-
 def summary(compiled: Any, sampling: bool) -> dict[str, Any]:
     """The fields of one compiled program (see the module docstring); loop_state for sampling only."""
     text = compiled.as_text() or ""
@@ -133,8 +125,7 @@ def compile_sampling(kind: str, smoke: bool, dtype: str, attention_impl: str, ba
     """One sampling program of sample_speed.py, compiled for `device`."""
     config = presets.model_config(kind, smoke, dtype, attention_impl)
     module = factory.create_model(config)
-    params = jax.eval_shape(lambda key: nn.unbox(module.init(key, **factory.example_inputs(config, 1)))["params"],
-                            jax.random.PRNGKey(0))
+    params = jax.eval_shape(lambda: sample_speed.init_params(module, config, 0))
     sample = config_lib.sample_defaults()
     sampler = sample.sampler if kind == "base" else sample.upsample_sampler
     respacing = ("10" if smoke else sample.steps) if kind == "base" else sample.upsample_steps
@@ -145,8 +136,8 @@ def compile_sampling(kind: str, smoke: bool, dtype: str, attention_impl: str, ba
     key = jax.eval_shape(lambda: jax.random.PRNGKey(0))
     replicated = NamedSharding(Mesh([device], ("devices",)), PartitionSpec())
     start = time.perf_counter()
-    compiled = program.lower({"params": placed(params, replicated)}, placed(inputs, replicated),
-                             placed(key, replicated)).compile()
+    compiled = program.lower({"params": roofline.abstract(params, replicated)}, roofline.abstract(inputs, replicated),
+                             roofline.abstract(key, replicated)).compile()
     return {"workload": f"sample_{kind}", "batch_size": batch, "respacing": respacing, "devices": 1,
             "compile_s": roofline.significant(time.perf_counter() - start), **summary(compiled, True)}
 
@@ -170,15 +161,12 @@ def compile_train(config: ml_collections.ConfigDict, devices: list[Any]) -> dict
     optimizer = optim.create_optimizer(config)
     shardings, state = state_lib.abstract_train_state(config, model, optimizer,
                                                       factory.example_inputs(config, 1), mesh)
-    loss_fn = losses.create_loss_fn(config, model, diffusion_from_config(config.diffusion))
-    batch_sharding = sharding_lib.batch_sharding(mesh, config.mesh)
-    replicated = sharding_lib.replicated(mesh)
-    jitted = step_lib.jit_train_step(step_lib.make_train_step(config, loss_fn, optimizer), shardings,
-                                     batch_sharding, replicated)
+    _, jitted, batch_sharding = train_speed.jitted_step(config, model, optimizer, shardings, mesh)
     host_batch = train_speed.synthetic_batch(config, batch, 0)
+    key = jax.eval_shape(lambda: jax.random.PRNGKey(0))
     start = time.perf_counter()
-    compiled = jitted.lower(state, placed(host_batch, batch_sharding),
-                            placed(jax.eval_shape(lambda: jax.random.PRNGKey(0)), replicated)).compile()
+    compiled = jitted.lower(state, roofline.abstract(host_batch, batch_sharding),
+                            roofline.abstract(key, sharding_lib.replicated(mesh))).compile()
     return {"workload": "train", "batch_size": batch, "remat": remat, "devices": len(devices),
             "mesh": dict(mesh.shape), "compile_s": roofline.significant(time.perf_counter() - start),
             **summary(compiled, False)}
@@ -189,7 +177,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     devices = target_devices(args.platform, args.devices)
     # The models resolve attention_impl "auto" by asking whether they run on
     # a CUDA GPU; compiling for one that is not attached, the answer is yes.
-    on_cuda = mock.patch.object(layers, "_on_cuda", lambda: True) if args.platform == "cuda" else mock.MagicMock()
+    on_cuda = mock.patch.object(layers, "_on_cuda", lambda: True) if args.platform == "cuda" else nullcontext()
     results = []
     with on_cuda:
         for workload in args.workloads:

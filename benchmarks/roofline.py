@@ -132,9 +132,10 @@ def significant(value: float, digits: int = 5) -> float:
     return float(f"{value:.{digits}g}")
 
 
-def abstract(tree: Any) -> Any:
-    """The jax.ShapeDtypeStruct of every array leaf (lowering needs no data)."""
-    return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x)), tree)
+def abstract(tree: Any, sharding: Any = None) -> Any:
+    """The jax.ShapeDtypeStruct of every array leaf (lowering needs no data), placed with `sharding` if given."""
+    return jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x), sharding=sharding), tree)
 
 
 def matmul_peak(size: int, dtype: str = "bfloat16", repeats: int = 10, warmup: int = 3,

@@ -32,7 +32,6 @@ from typing import Any
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 import jax  # noqa: E402  (after the path set-up)
-import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -71,14 +70,20 @@ def build_step(config: ml_collections.ConfigDict, devices) -> dict[str, Any]:
     """Mesh, sharded TrainState and the jitted step, as `glide_jax.train.loop.build_run` makes them."""
     mesh = sharding_lib.create_mesh(config.mesh, devices)
     model = factory.create_model(config)
-    diffusion = diffusion_from_config(config.diffusion)
     optimizer = optim.create_optimizer(config)
     state, shardings = state_lib.create_train_state(config, model, optimizer, factory.example_inputs(config, 1),
                                                     mesh)
-    step_fn = step_lib.make_train_step(config, losses.create_loss_fn(config, model, diffusion), optimizer)
+    step_fn, jitted, batch_sharding = jitted_step(config, model, optimizer, shardings, mesh)
+    return {"mesh": mesh, "state": state, "step_fn": step_fn, "jitted": jitted, "batch_sharding": batch_sharding}
+
+
+def jitted_step(config: ml_collections.ConfigDict, model, optimizer, shardings: Any, mesh) -> tuple[Any, Any, Any]:
+    """(step_fn, jitted step, batch sharding): the train step as `train.py` jits it for `mesh`."""
+    loss_fn = losses.create_loss_fn(config, model, diffusion_from_config(config.diffusion))
+    step_fn = step_lib.make_train_step(config, loss_fn, optimizer)
     batch_sharding = sharding_lib.batch_sharding(mesh, config.mesh)
     jitted = step_lib.jit_train_step(step_fn, shardings, batch_sharding, sharding_lib.replicated(mesh))
-    return {"mesh": mesh, "state": state, "step_fn": step_fn, "jitted": jitted, "batch_sharding": batch_sharding}
+    return step_fn, jitted, batch_sharding
 
 
 def step_flops(config: ml_collections.ConfigDict, state: Any, batch: Any, rng: Any) -> dict[str, float]:
