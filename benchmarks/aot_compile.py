@@ -22,6 +22,9 @@ compiled program tells, per workload:
   custom_calls  the library calls XLA chose (cuDNN convolutions, cuDNN fused
                 attention, cuBLAS)
   fusions       how many fusions the program has
+  kernels       every kernel with its FLOPs and bytes, and a roofline time
+                model of the run (hlo_kernels.py): kernels per sampling
+                step, bytes by kind of kernel, the costliest kernels
 
 The workloads are those of sample_speed.py (the sampling programs, one
 device) and train_speed.py (the train step on a mesh of `--devices`
@@ -48,7 +51,7 @@ import jax  # noqa: E402  (after the path set-up)
 import ml_collections  # noqa: E402
 from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
 
-from benchmarks import harness, presets, roofline, sample_speed, train_speed  # noqa: E402
+from benchmarks import harness, hlo_kernels, presets, roofline, sample_speed, train_speed  # noqa: E402
 from glide_jax import config as config_lib  # noqa: E402
 from glide_jax import sharding as sharding_lib  # noqa: E402
 from glide_jax.diffusion import diffusion_from_config  # noqa: E402
@@ -116,8 +119,8 @@ def summary(compiled: Any, sampling: bool) -> dict[str, Any]:
     static = roofline.memory_report(None, compiled)["compiled"]
     if static is not None:
         static["peak_estimate_bytes"] = static.pop("total_bytes")
-    return {"memory": static, "loop_state": roofline.loop_state(compiled) if sampling else None,
-            "custom_calls": sorted(calls), "fusions": text.count(" fusion(")}
+    return {"memory": static, "loop_state": hlo_kernels.loop_state(text) if sampling else None,
+            "custom_calls": sorted(calls), "fusions": text.count(" fusion("), "kernels": hlo_kernels.report(text)}
 
 
 def compile_sampling(kind: str, smoke: bool, dtype: str, attention_impl: str, batch: int,

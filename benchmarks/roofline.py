@@ -22,8 +22,6 @@ so the sampling loops are costed as steps x one model call.
 
 from __future__ import annotations
 
-import math
-import re
 import statistics
 import time
 from typing import Any, Callable
@@ -188,46 +186,6 @@ def memory_report(device: Any, compiled: Any = None) -> dict[str, Any]:
     if static is not None:
         return {"peak_bytes": static["total_bytes"], "source": "memory_analysis", "compiled": static}
     return {"peak_bytes": None, "source": None, "compiled": None}
-
-
-_HLO_ARRAY = re.compile(r"\b(pred|[su](?:8|16|32|64)|f16|bf16|f32|f64|c64|c128)\[([\d,]*)\]")
-_HLO_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4,
-              "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16}
-
-
-def loop_state(compiled: Any) -> dict[str, Any] | None:
-    """What the biggest `while` loop of a compiled program carries, in bytes per dtype.
-
-    The sampling loops close over the float32 parameters, and with bfloat16
-    compute every layer casts its kernel. XLA's while-loop invariant code
-    motion can hoist those casts out of the loop; the loop state shows
-    whether it did: hoisted kernels are carried as bf16 (half the bytes each
-    step reads), the others as f32 (cast again at every step).
-
-    Args:
-      compiled: a `jax.stages.Compiled`.
-
-    Returns:
-      {"total_bytes", "bytes_by_dtype"} of the while loop with the largest
-      state, or None if the program has no loop (or no HLO text).
-    """
-    try:
-        text = compiled.as_text()
-    except Exception:  # noqa: BLE001  (a backend without HLO text: no answer, not a failed benchmark)
-        return None
-    best = None
-    for line in (text or "").splitlines():
-        head, found, _ = line.partition(" while(")
-        if not found or "=" not in head:
-            continue
-        by_dtype: dict[str, int] = {}
-        for dtype, dims in _HLO_ARRAY.findall(head.split("=", 1)[1]):
-            size = math.prod(int(d) for d in dims.split(",") if d) * _HLO_BYTES[dtype]
-            by_dtype[dtype] = by_dtype.get(dtype, 0) + size
-        total = sum(by_dtype.values())
-        if best is None or total > best["total_bytes"]:
-            best = {"total_bytes": total, "bytes_by_dtype": dict(sorted(by_dtype.items()))}
-    return best
 
 
 def floors(flops: float | None, nbytes: float | None = None) -> dict[str, float | None]:

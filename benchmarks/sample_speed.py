@@ -21,7 +21,10 @@ finite, the model FLOPs of the batch (steps x one U-Net call + the text
 encoder), the achieved TFLOP/s and the compute floor at 790 TFLOP/s, and
 `loop_state`: the bytes per dtype the compiled reverse loop carries, which
 says whether XLA cast the float32 kernels to bfloat16 once, before the loop
-(bf16 bytes), or casts them at every step (f32 bytes).
+(bf16 bytes), or casts them at every step (f32 bytes); and `kernel_model`:
+the compiled program's kernels with their FLOPs and bytes and the time an
+H100 roofline model predicts for them (hlo_kernels.py), to set beside the
+measured time.
 
 `--smoke` runs tiny models (16 px, one U-Net level) with short
 respacings on whatever device jax picks; the tests run it so the script
@@ -42,7 +45,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 
-from benchmarks import harness, presets, roofline  # noqa: E402
+from benchmarks import harness, hlo_kernels, presets, roofline  # noqa: E402
 from glide_jax import config as config_lib  # noqa: E402
 from glide_jax.diffusion import diffusion_from_config  # noqa: E402
 from glide_jax.models import factory  # noqa: E402
@@ -170,7 +173,8 @@ def measure(kind: str, config: ml_collections.ConfigDict, params: Any, batch: in
         "achieved_tflops": roofline.significant(flops["batch_flops"] / median / 1e12),
         **roofline.floors(flops["batch_flops"]),
         "memory": roofline.memory_report(jax.devices()[0], compiled),
-        "loop_state": roofline.loop_state(compiled),
+        "loop_state": hlo_kernels.loop_state(compiled),
+        "kernel_model": hlo_kernels.report(compiled),
     }
 
 

@@ -18,8 +18,9 @@ step's jaxpr: the number comparable with the reference's 45.7 TFLOP) and
 XLA's cost analysis of the lowered and compiled step; MFU = model FLOPs /
 step time / (the bf16 matmul rate measured in the same process on one
 device, 8192^3, smoke 256^3, x the device count); peak device memory (allocator high-water mark where the
-backend has one, else XLA's memory analysis); and whether the loss and the
-new parameters are finite.
+backend has one, else XLA's memory analysis); whether the loss and the
+new parameters are finite; and `kernel_model`, the step's kernels with
+their FLOPs and bytes and an H100 roofline model's time (hlo_kernels.py).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import jax  # noqa: E402  (after the path set-up)
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks import harness, presets, roofline  # noqa: E402
+from benchmarks import harness, hlo_kernels, presets, roofline  # noqa: E402
 from glide_jax import config as config_lib  # noqa: E402
 from glide_jax import sharding as sharding_lib  # noqa: E402
 from glide_jax.diffusion import diffusion_from_config  # noqa: E402
@@ -145,6 +146,7 @@ def measure(config: ml_collections.ConfigDict, devices, repeats: int, warmup: in
         "model_tflops": roofline.significant(flops["model_flops_per_step"] / median / 1e12),
         **roofline.floors(flops["model_flops_per_step"]),
         "memory": memory,
+        "kernel_model": hlo_kernels.report(compiled),
     }
 
 

@@ -75,6 +75,12 @@ def test_sample_speed_smoke(sample_result):
         # The reverse loop carries at least x_t (float32) and the parameters it closes over.
         assert row["loop_state"]["bytes_by_dtype"]["f32"] >= row["model_rows"] * 16 * 16 * 3 * 4
         assert row["loop_state"]["total_bytes"] == sum(row["loop_state"]["bytes_by_dtype"].values())
+        # The compiled program's kernels do the jaxpr's FLOPs (XLA folds a
+        # few tiny dots into multiplies), the loop's trip count times over.
+        kernels = row["kernel_model"]
+        assert kernels["program"]["flops"] == pytest.approx(row["batch_flops"], rel=0.01)
+        assert kernels["step"]["trips"] == row["steps"] and kernels["step"]["kernels"] > 10
+        assert kernels["program"]["predicted_s"] > kernels["step"]["predicted_s"] * row["steps"] * 0.99
 
 
 def test_train_speed_smoke(train_result):
@@ -95,6 +101,8 @@ def test_train_speed_smoke(train_result):
     achieved = step["model_flops_per_step"] / step["median_s"] / 1e12
     assert step["mfu"] == pytest.approx(achieved / peak["tflops"], rel=0.01)
     assert step["memory"]["peak_bytes"] > step["memory"]["compiled"]["argument_size_in_bytes"] > 0
+    # The step's kernels do the forward and backward matmuls and convolutions.
+    assert step["kernel_model"]["program"]["flops"] == pytest.approx(step["executed_flops_per_step"], rel=0.05)
 
 
 def test_layer_speed_smoke(tmp_path_factory):
@@ -192,6 +200,8 @@ def test_aot_compile_smoke_on_cpu(tmp_path_factory):
     # The reverse loop carries x_t and the kernels; the train step donates its state.
     assert sample["loop_state"]["bytes_by_dtype"]["f32"] >= 4 * 16 * 16 * 3 * 4
     assert train["loop_state"] is None
+    assert sample["kernels"]["step"]["trips"] == 10
+    assert train["kernels"]["by_kind"]["convolution"]["flops"] > 0
     assert train["memory"]["alias_size_in_bytes"] > 0.9 * train["memory"]["argument_size_in_bytes"]
 
 

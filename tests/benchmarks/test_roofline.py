@@ -97,21 +97,3 @@ def test_matmul_peak_runs():
     out = roofline.matmul_peak(64, "float32", repeats=2, warmup=1)
     assert out["size"] == 64 and out["tflops"] > 0
     assert out["tflops"] == pytest.approx(2 * 64 ** 3 / out["median_s"] / 1e12, rel=0.01)
-
-
-def test_loop_state_reads_the_biggest_while_loop():
-    def program(x, w):
-        def step(carry, _):
-            h, count = carry
-            return (jnp.tanh(h @ w), count + 1), None
-        (h, count), _ = jax.lax.scan(step, (x, jnp.zeros((5,), jnp.bfloat16)), None, length=16)
-        return h, count
-
-    compiled = jax.jit(program).lower(jnp.ones((4, 8)), jnp.ones((8, 8))).compile()
-    state = roofline.loop_state(compiled)
-    by_dtype = state["bytes_by_dtype"]
-    # x (4x8) and the closed-over w (8x8) as f32, the (5,) bf16 counter, plus
-    # whatever induction variables XLA adds.
-    assert by_dtype["f32"] >= (4 * 8 + 8 * 8) * 4 and by_dtype["bf16"] >= 5 * 2
-    assert state["total_bytes"] == sum(by_dtype.values())
-    assert roofline.loop_state(jax.jit(jnp.sin).lower(jnp.ones(3)).compile()) is None
