@@ -216,6 +216,31 @@ def instruction_flops(module: Module, instruction: Instruction, types: dict[str,
     return 0.0
 
 
+# Ops through which a slice further on still limits what is read of an
+# operand: elementwise ones, reshapes and concatenations (for which the
+# slice's size is an upper bound on each operand's share).
+_PASS_THROUGH = frozenset({"convert", "bitcast", "bitcast-convert", "reshape", "copy", "concatenate", "add",
+                           "subtract", "multiply", "divide", "maximum", "minimum", "negate", "select", "compare",
+                           "exponential", "tanh", "logistic", "sqrt", "rsqrt", "abs"})
+
+
+def _elements_read(body: list[Instruction], name: str) -> int | None:
+    """Elements of `name` a fused computation reads, if it reaches only slices (through the ops of
+    _PASS_THROUGH); None if it reads the whole array."""
+    total = 0
+    for user in (i for i in body if name in i.operands):
+        if user.opcode in ("slice", "dynamic-slice") and user.operands[0] == name:
+            total += math.prod(array_shapes(user.type_text)[0])
+        elif user.opcode in _PASS_THROUGH:
+            inner = _elements_read(body, user.name)
+            if inner is None:
+                return None
+            total += inner
+        else:
+            return None
+    return total or None
+
+
 def _operand_bytes(module: Module, instruction: Instruction, types: dict[str, str]) -> list[int]:
     """Bytes each distinct operand of a kernel reads: only the slices taken, where a fusion just slices it."""
     read = {name: sum(array_bytes(types.get(name, "")).values()) for name in dict.fromkeys(instruction.operands)}
@@ -224,10 +249,11 @@ def _operand_bytes(module: Module, instruction: Instruction, types: dict[str, st
         return list(read.values())
     body = module.computations[called]
     for parameter in (i for i in body if i.opcode == "parameter"):
-        users = [i for i in body if parameter.name in i.operands]
-        if users and all(i.opcode in ("slice", "dynamic-slice") and i.operands[0] == parameter.name for i in users):
+        elements = _elements_read(body, parameter.name)
+        if elements is not None:
             name = instruction.operands[int(parameter.arguments)]
-            read[name] = min(read[name], sum(sum(array_bytes(i.type_text).values()) for i in users))
+            itemsize = DTYPE_BYTES[ARRAY.search(parameter.type_text).group(1)]
+            read[name] = min(read[name], elements * itemsize)
     return list(read.values())
 
 

@@ -126,20 +126,34 @@ class GroupNorm32(nn.Module):
     The statistics come from per-channel sums over the spatial axes, which
     keep the channels contiguous (a reduction GPUs run at full bandwidth,
     unlike one over axes 1 and 3 of a (B, HW, G, C/G) view); the groups are
-    then summed on the small (B, C) arrays. The variance is two-pass (sum of
-    squared deviations from the group mean), as exact as torch's. The
-    normalisation is one elementwise pass, `(x - mean) * a + bias`, that
-    fuses with what follows (SiLU, scale-shift, the cast).
+    then combined on the small (B, C) arrays. The normalisation is one
+    elementwise pass, `(x - mean) * a + bias`, that fuses with what follows
+    (SiLU, scale-shift, the cast).
+
+    Two ways to the statistics, equally exact against cancellation:
+      two-pass  the group mean, then the mean squared deviation from it: two
+                reads of x (XLA:CPU compiles it fastest);
+      one-pass  per-channel sums of d and d^2 for d = x - (x's first pixel
+                of that channel), one read of x (the two sums fuse into one
+                reduction), then the group's variance by the law of total
+                variance over its channels. Shifting by a sample of the
+                channel keeps E[d^2] - E[d]^2 free of the cancellation that
+                ruins it for raw x with a large mean. On a GPU, where the
+                norms are bandwidth-bound, this removes a third of their
+                traffic.
 
     Attributes:
       num_groups: groups (32 in GLIDE); channels must be divisible by it.
       epsilon: variance epsilon (1e-5, as torch).
       dtype: dtype of the output (the compute dtype).
+      one_pass: the statistics' algorithm; None picks one-pass on a CUDA GPU
+        and two-pass elsewhere (so CPU parity runs are unchanged).
     """
 
     num_groups: int = 32
     epsilon: float = 1e-5
     dtype: Dtype = jnp.float32
+    one_pass: bool | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -153,18 +167,41 @@ class GroupNorm32(nn.Module):
                           (channels,), jnp.float32)
         x32 = x.astype(jnp.float32)
         per_pixel = (slice(None),) + (None,) * (x.ndim - 2) + (slice(None),)  # (B, C) -> (B, 1.., C)
-        centred = x32 - self._group_mean(x32)[per_pixel]
-        var = self._group_mean(jnp.square(centred))
+        one_pass = _on_cuda() if self.one_pass is None else self.one_pass
+        if one_pass:
+            mean, var = self._moments_one_pass(x32)
+            centred = x32 - mean[per_pixel]
+        else:
+            centred = x32 - self._group_mean(x32)[per_pixel]
+            var = self._group_mean(jnp.square(centred))
         normed = centred * (jax.lax.rsqrt(var + self.epsilon) * scale)[per_pixel]
         return (normed + bias).astype(self.dtype)
 
+    def _per_group(self, per_channel: jax.Array) -> jax.Array:
+        """(B, C) -> (B, G, C/G)."""
+        return per_channel.reshape(per_channel.shape[0], self.num_groups, -1)
+
     def _group_mean(self, x32: jax.Array) -> jax.Array:
         """(B, ..., C) -> (B, C): the mean over each channel's group, repeated per channel."""
-        batch, channels = x32.shape[0], x32.shape[-1]
         per_channel = x32.sum(axis=tuple(range(1, x32.ndim - 1)))  # (B, C)
-        grouped = per_channel.reshape(batch, self.num_groups, channels // self.num_groups)
+        grouped = self._per_group(per_channel)
         mean = grouped.mean(-1, keepdims=True) / math.prod(x32.shape[1:-1])
-        return jnp.broadcast_to(mean, grouped.shape).reshape(batch, channels)
+        return jnp.broadcast_to(mean, grouped.shape).reshape(per_channel.shape)
+
+    def _moments_one_pass(self, x32: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(B, ..., C) -> the group mean and variance, each (B, C) repeated per channel, from one read of x."""
+        spatial = tuple(range(1, x32.ndim - 1))
+        pixels = math.prod(x32.shape[1:-1])
+        # The statistics do not depend on the shift, so neither do their gradients.
+        shift = jax.lax.stop_gradient(x32[(slice(None),) + (0,) * len(spatial)])  # (B, C)
+        d = x32 - shift[(slice(None),) + (None,) * len(spatial)]
+        d_mean = d.sum(axis=spatial) / pixels
+        channel_var = jnp.maximum(jnp.square(d).sum(axis=spatial) / pixels - jnp.square(d_mean), 0.0)
+        channel_mean = self._per_group(d_mean + shift)
+        mean = channel_mean.mean(-1, keepdims=True)
+        var = (self._per_group(channel_var) + jnp.square(channel_mean - mean)).mean(-1, keepdims=True)
+        shape = channel_mean.shape
+        return (jnp.broadcast_to(mean, shape).reshape(shift.shape), jnp.broadcast_to(var, shape).reshape(shift.shape))
 
 
 class LayerNorm32(nn.Module):

@@ -110,7 +110,7 @@ def test_layer_speed_smoke(tmp_path_factory):
     assert r["benchmark"] == "layer_speed" and all(r[key] is not None for key in METADATA if key != "dirty")
     norms = [row for row in r["results"] if row["case"] == "groupnorm_silu"]
     assert {(row["variant"], row["direction"]) for row in norms} == {
-        (variant, direction) for variant in ("ours", "straightforward") for direction in ("forward", "forward+backward")}
+        (variant, direction) for variant in ("one_pass", "two_pass", "straightforward") for direction in ("forward", "forward+backward")}
     for row in norms:
         _check_timing(row, 2)
         assert row["finite"] is True
@@ -130,7 +130,8 @@ def test_layer_speed_variants_agree():
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 4, 64)) * 2 + 1
     params = {"scale": jnp.linspace(0.5, 1.5, 64), "bias": jnp.linspace(-0.2, 0.2, 64)}
     variants = layer_speed._norm_variants(jnp.float32)
-    np.testing.assert_allclose(variants["ours"](params, x), variants["straightforward"](params, x), atol=2e-5)
+    for ours in ("one_pass", "two_pass"):
+        np.testing.assert_allclose(variants[ours](params, x), variants["straightforward"](params, x), atol=2e-5)
 
 
 def test_benchmarks_import_no_tensorflow():

@@ -37,31 +37,44 @@ def test_group_norm_matches_torch():
     np.testing.assert_allclose(ours32, ref.permute(0, 2, 3, 1).numpy(), atol=1e-5)
 
 
+def test_group_norm_one_pass_matches_two_pass_and_picks_itself_on_cuda(monkeypatch):
+    x = np.random.default_rng(5).normal(size=(3, 8, 8, 64)).astype(np.float32) * 2 - 1
+    params = layers.GroupNorm32().init(jax.random.PRNGKey(0), x)
+    two_pass = layers.GroupNorm32(one_pass=False).apply(params, x)
+    np.testing.assert_allclose(layers.GroupNorm32(one_pass=True).apply(params, x), two_pass, atol=2e-6)
+    np.testing.assert_array_equal(layers.GroupNorm32().apply(params, x), two_pass)  # the CPU default
+    monkeypatch.setattr(layers, "_on_cuda", lambda: True)
+    np.testing.assert_array_equal(layers.GroupNorm32().apply(params, x),
+                                  layers.GroupNorm32(one_pass=True).apply(params, x))
+
+
 def _group_norm_float64(x: np.ndarray, groups: int, eps: float = 1e-5) -> np.ndarray:
     grouped = x.astype(np.float64).reshape(x.shape[0], -1, groups, x.shape[-1] // groups)
     mean, var = grouped.mean(axis=(1, 3), keepdims=True), grouped.var(axis=(1, 3), keepdims=True)
     return ((grouped - mean) / np.sqrt(var + eps)).reshape(x.shape)
 
 
+@pytest.mark.parametrize("one_pass", [False, True])
 @pytest.mark.parametrize("offset", [0.0, 100.0, 1e4])
-def test_group_norm_statistics_survive_large_means(offset):
+def test_group_norm_statistics_survive_large_means(offset, one_pass):
     # Channels with their own spread and a mean far from zero: the variance
-    # must not be lost to cancellation (as a one-pass E[x^2] - E[x]^2 would).
+    # must not be lost to cancellation (as an unshifted E[x^2] - E[x]^2 would).
     rng = np.random.default_rng(3)
     x = (rng.normal(size=(2, 8, 8, 64)) * rng.uniform(0.1, 3.0, 64) + rng.normal(size=64) + offset)
     x = x.astype(np.float32)
-    module = layers.GroupNorm32(num_groups=8)
+    module = layers.GroupNorm32(num_groups=8, one_pass=one_pass)
     ours = module.apply(module.init(jax.random.PRNGKey(0), x), x)
     # float32 holds x itself only to |x| * 6e-8; scaled by 1/std, that is the floor.
     floor = 6e-8 * np.abs(x).max() / x.reshape(2, -1, 8, 8).std(axis=(1, 3)).min()
     np.testing.assert_allclose(ours, _group_norm_float64(x, 8), atol=max(2e-5, 8 * floor))
 
 
-def test_group_norm_gradient_matches_two_pass_formula():
+@pytest.mark.parametrize("one_pass", [False, True])
+def test_group_norm_gradient_matches_two_pass_formula(one_pass):
     rng = np.random.default_rng(4)
     x = jnp.asarray(rng.normal(size=(2, 4, 4, 32)) * 2 + 3, jnp.float32)
     weights = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
-    module = layers.GroupNorm32(num_groups=4)
+    module = layers.GroupNorm32(num_groups=4, one_pass=one_pass)
     params = jax.tree.map(lambda a: a + 0.3, nn.unbox(module.init(jax.random.PRNGKey(0), x)))
 
     def two_pass(p, x):
