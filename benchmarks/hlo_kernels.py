@@ -39,9 +39,10 @@ ARRAY = re.compile(r"\b(pred|[su](?:8|16|32|64)|f16|bf16|f32|f64|c64|c128)\[([\d
 DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4,
                "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16}
 # Instructions that launch nothing: they name, group or reinterpret buffers.
+# (An async op's work is counted once, at its start.)
 FREE_OPCODES = frozenset({"parameter", "get-tuple-element", "tuple", "bitcast", "constant", "after-all",
-                          "add-dependency", "opt-barrier", "partition-id", "replica-id"})
-CONTROL_OPCODES = frozenset({"while", "conditional", "call", "async-start", "async-done"})
+                          "add-dependency", "opt-barrier", "partition-id", "replica-id", "async-done"})
+CONTROL_OPCODES = frozenset({"while", "conditional", "call", "async-start"})
 
 # The model's defaults: the rates JAX 0.11.2 reached on the issue's H100
 # (an 8192^3 bf16 matmul at 629 TFLOP/s; about 3 TB/s of the 3.35 of HBM3),
