@@ -181,12 +181,16 @@ class GroupNorm32(nn.Module):
         """(B, C) -> (B, G, C/G)."""
         return per_channel.reshape(per_channel.shape[0], self.num_groups, -1)
 
+    @staticmethod
+    def _per_channel(per_group: jax.Array, channels: int) -> jax.Array:
+        """(B, G, 1) -> (B, C): each group's value repeated for its channels."""
+        return jnp.repeat(per_group[..., 0], channels // per_group.shape[1], axis=1)
+
     def _group_mean(self, x32: jax.Array) -> jax.Array:
         """(B, ..., C) -> (B, C): the mean over each channel's group, repeated per channel."""
         per_channel = x32.sum(axis=tuple(range(1, x32.ndim - 1)))  # (B, C)
-        grouped = self._per_group(per_channel)
-        mean = grouped.mean(-1, keepdims=True) / math.prod(x32.shape[1:-1])
-        return jnp.broadcast_to(mean, grouped.shape).reshape(per_channel.shape)
+        mean = self._per_group(per_channel).mean(-1, keepdims=True) / math.prod(x32.shape[1:-1])
+        return self._per_channel(mean, x32.shape[-1])
 
     def _moments_one_pass(self, x32: jax.Array) -> tuple[jax.Array, jax.Array]:
         """(B, ..., C) -> the group mean and variance, each (B, C) repeated per channel, from one read of x."""
@@ -200,8 +204,7 @@ class GroupNorm32(nn.Module):
         channel_mean = self._per_group(d_mean + shift)
         mean = channel_mean.mean(-1, keepdims=True)
         var = (self._per_group(channel_var) + jnp.square(channel_mean - mean)).mean(-1, keepdims=True)
-        shape = channel_mean.shape
-        return (jnp.broadcast_to(mean, shape).reshape(shift.shape), jnp.broadcast_to(var, shape).reshape(shift.shape))
+        return self._per_channel(mean, x32.shape[-1]), self._per_channel(var, x32.shape[-1])
 
 
 class LayerNorm32(nn.Module):
