@@ -306,10 +306,22 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, dtype: Dtype, implementa
     Returns:
       (B, T, heads * d) in `dtype`.
     """
-    scale = 1.0 / math.sqrt(math.sqrt(q.shape[-1]))
-    q, k = (q * scale).astype(dtype), (k * scale).astype(dtype)
-    impl = attention_implementation(implementation, dtype, q.shape[-1])
-    out = jax.nn.dot_product_attention(q, k, v.astype(dtype), scale=1.0, implementation=impl)
+    return attend(scale_qk(q, dtype), scale_qk(k, dtype), v.astype(dtype), implementation)
+
+
+def scale_qk(x: jax.Array, dtype: Dtype) -> jax.Array:
+    """A query or key (..., d) times d^(-1/4), cast to `dtype`: `attention`'s operand."""
+    return (x * (1.0 / math.sqrt(math.sqrt(x.shape[-1])))).astype(dtype)
+
+
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, implementation: str = "auto") -> jax.Array:
+    """`attention` of operands already scaled (`scale_qk`) and in the compute dtype.
+
+    For keys/values computed ahead of time, e.g. the U-Net's text keys,
+    which a sampler computes once rather than at every step.
+    """
+    impl = attention_implementation(implementation, q.dtype, q.shape[-1])
+    out = jax.nn.dot_product_attention(q, k, v, scale=1.0, implementation=impl)
     return out.reshape(*out.shape[:2], -1)
 
 

@@ -84,33 +84,50 @@ class ResBlock(nn.Module):
 class AttentionBlock(nn.Module):
     """Self-attention over pixels, with the text's keys/values in front.
 
+    The text's keys/values depend only on the caption, so they are a
+    separate method: `Text2ImUNet.encode_text` computes them once per batch,
+    outside a sampling loop, and every step passes them back in.
+
     Attributes:
+      channels: width of x (and of q, k, v).
       num_heads: attention heads (channels must be divisible by it).
       norm_groups: GroupNorm groups (32 in GLIDE).
       dtype: compute dtype.
       attention_impl: "auto", "xla" or "cudnn" (`layers.attention_implementation`).
     """
 
+    channels: int
     num_heads: int
     norm_groups: int = 32
     dtype: Dtype = jnp.float32
     attention_impl: str = "auto"
 
-    @nn.compact
-    def __call__(self, x: jax.Array, encoder_out: jax.Array | None) -> jax.Array:
-        """x: (B, H, W, C), encoder_out: (B, L, W_text) or None -> (B, H, W, C)."""
+    def setup(self):
+        c = self.channels
+        self.norm = layers.GroupNorm32(self.norm_groups, dtype=self.dtype)
+        self.qkv = layers.dense(3 * c, ("embed", "heads"), self.dtype)
+        self.encoder_kv = layers.dense(2 * c, ("embed", "heads"), self.dtype)
+        self.proj_out = layers.dense(c, ("heads", "embed"), self.dtype, zero_init=True)
+
+    def text_kv(self, encoder_out: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """encoder_out: (B, L, W_text) -> the text's keys and values, (B, L, heads, d) each.
+
+        They come out as `__call__` uses them: in the compute dtype, the keys
+        already scaled for `layers.attend`.
+        """
+        k, v = layers.split_heads(self.encoder_kv(encoder_out), self.num_heads, 2)
+        return layers.scale_qk(k, self.dtype), v.astype(self.dtype)
+
+    def __call__(self, x: jax.Array, text_kv: tuple[jax.Array, jax.Array]) -> jax.Array:
+        """x: (B, H, W, C), text_kv: the output of `text_kv` -> (B, H, W, C)."""
         b, hgt, wid, c = x.shape
-        h = layers.GroupNorm32(self.norm_groups, dtype=self.dtype, name="norm")(x).reshape(b, hgt * wid, c)
-        qkv = layers.dense(3 * c, ("embed", "heads"), self.dtype, name="qkv")(h)
-        q, k, v = layers.split_heads(qkv, self.num_heads, 3)
-        if encoder_out is not None:
-            kv = layers.dense(2 * c, ("embed", "heads"), self.dtype, name="encoder_kv")(encoder_out)
-            ek, ev = layers.split_heads(kv, self.num_heads, 2)
-            k = jnp.concatenate([ek, k], axis=1)
-            v = jnp.concatenate([ev, v], axis=1)
-        h = layers.attention(q, k, v, self.dtype, self.attention_impl)
-        h = layers.dense(c, ("heads", "embed"), self.dtype, name="proj_out", zero_init=True)(h)
-        return x + h.reshape(b, hgt, wid, c)
+        h = self.norm(x).reshape(b, hgt * wid, c)
+        q, k, v = layers.split_heads(self.qkv(h), self.num_heads, 3)
+        q, k, v = layers.scale_qk(q, self.dtype), layers.scale_qk(k, self.dtype), v.astype(self.dtype)
+        k = jnp.concatenate([text_kv[0], k], axis=1)
+        v = jnp.concatenate([text_kv[1], v], axis=1)
+        h = layers.attend(q, k, v, self.attention_impl)
+        return x + self.proj_out(h).reshape(b, hgt, wid, c)
 
 
 class Downsample(nn.Module):
@@ -220,7 +237,7 @@ class Text2ImUNet(nn.Module):
                    norm_groups=self.norm_groups, dtype=self.dtype)
 
     def _attn(self, channels: int, decoder: bool = False) -> nn.Module:
-        return AttentionBlock(self._heads(channels, decoder), self.norm_groups, dtype=self.dtype,
+        return AttentionBlock(channels, self._heads(channels, decoder), self.norm_groups, dtype=self.dtype,
                               attention_impl=self.attention_impl)
 
     def _build_encoder(self, attention_ds: set[int]) -> tuple[list, list[int], int]:
@@ -277,8 +294,8 @@ class Text2ImUNet(nn.Module):
         self.out_norm = layers.GroupNorm32(self.norm_groups, dtype=jnp.float32)
         self.out_conv = layers.conv(self.out_channels, 3, jnp.float32, zero_init=True)
 
-    def encode_text(self, tokens: jax.Array, mask: jax.Array | None) -> dict[str, jax.Array]:
-        """Runs the text transformer once per batch.
+    def encode_text(self, tokens: jax.Array, mask: jax.Array | None) -> dict[str, Any]:
+        """Everything the U-Net takes from the caption, computed once per batch.
 
         Args:
           tokens: (B, text_ctx) int token ids.
@@ -286,10 +303,19 @@ class Text2ImUNet(nn.Module):
 
         Returns:
           {"xf_proj": (B, 4C) projection of the *last* position,
-           "xf_out": (B, text_ctx, xf_width) the whole output sequence}.
+           "xf_out": (B, text_ctx, xf_width) the whole output sequence,
+           "xf_kv": {attention block name: (keys, values), each (B, text_ctx,
+                     heads, d), that block's text keys/values (`AttentionBlock.text_kv`)}}.
         """
         xf_out = self.text_encoder(tokens, mask)
-        return {"xf_proj": self.transformer_proj(xf_out[:, -1]), "xf_out": xf_out}
+        return {"xf_proj": self.transformer_proj(xf_out[:, -1]), "xf_out": xf_out,
+                "xf_kv": self.text_keys_values(xf_out)}
+
+    def text_keys_values(self, xf_out: jax.Array) -> dict[str, jax.Array]:
+        """Every attention block's text keys|values from the encoder's output sequence."""
+        blocks = [*self.input_blocks, self.middle_block, *self.output_blocks]
+        return {layer.name: layer.text_kv(xf_out)
+                for block in blocks for layer in block if isinstance(layer, AttentionBlock)}
 
     def conditioned_input(self, x, low_res=None, inpaint_image=None, inpaint_mask=None) -> jax.Array:
         """Concatenates the conditioning inputs of `kind` onto x (channels last).
@@ -307,12 +333,12 @@ class Text2ImUNet(nn.Module):
             parts.append(resize_bilinear(low_res.astype(x.dtype), x.shape[1], x.shape[2]))
         return jnp.concatenate(parts, axis=-1)
 
-    def _run_block(self, block, h, emb, xf_out, deterministic):
+    def _run_block(self, block, h, emb, xf_kv, deterministic):
         for layer in block:
             if isinstance(layer, ResBlock):
                 h = layer(h, emb, deterministic)
             elif isinstance(layer, AttentionBlock):
-                h = layer(h, xf_out)
+                h = layer(h, xf_kv[layer.name])
             else:
                 h = layer(h)
         return h
@@ -325,7 +351,9 @@ class Text2ImUNet(nn.Module):
           x: (B, H, W, 3) noisy image x_t.
           timesteps: (B,) int original step indices (0..999).
           tokens, mask: (B, text_ctx) caption ids and bool mask; unused when
-            `text_emb` (the output of `encode_text`) is given.
+            `text_emb` (the output of `encode_text`) is given. A sampler
+            passes `text_emb`, so the text transformer and the attention
+            blocks' text keys/values stay outside its loop.
           low_res: (B, h, w, 3) low-resolution image (upsample kinds).
           inpaint_image: (B, H, W, 3) known pixels (inpaint kinds).
           inpaint_mask: (B, H, W, 1) float, 1 = known pixel (inpaint kinds).
@@ -345,15 +373,15 @@ class Text2ImUNet(nn.Module):
                 raise ValueError("Text2ImUNet needs tokens (and mask) or text_emb")
             text_emb = self.encode_text(tokens, mask)
         emb = emb + text_emb["xf_proj"].astype(emb.dtype)
-        xf_out = text_emb["xf_out"]
+        xf_kv = text_emb["xf_kv"]
         skips = []
         for block in self.input_blocks:
-            h = self._run_block(block, h, emb, xf_out, deterministic)
+            h = self._run_block(block, h, emb, xf_kv, deterministic)
             skips.append(h)
-        h = self._run_block(self.middle_block, h, emb, xf_out, deterministic)
+        h = self._run_block(self.middle_block, h, emb, xf_kv, deterministic)
         self.sow("intermediates", "middle_out", h)
         for block in self.output_blocks:
             h = jnp.concatenate([h, skips.pop()], axis=-1)
-            h = self._run_block(block, h, emb, xf_out, deterministic)
+            h = self._run_block(block, h, emb, xf_kv, deterministic)
         h = nn.silu(self.out_norm(h.astype(jnp.float32)))
         return self.out_conv(h)

@@ -47,6 +47,11 @@ def test_text_emb_path_equals_tokens_path(base_case):
     text_emb = model.apply({"params": params}, kwargs["tokens"], kwargs["mask"], method="encode_text")
     assert text_emb["xf_out"].shape == (3, config.text.text_ctx, config.text.xf_width)
     assert text_emb["xf_proj"].shape == (3, 4 * config.model.model_channels)
+    # One (keys, values) pair per attention block, named as its module, as wide as its q|k|v.
+    widths = {name: k.shape[2] * k.shape[3] for name, (k, v) in text_emb["xf_kv"].items()}
+    assert len(widths) > 1
+    assert {kv.shape[:2] for pair in text_emb["xf_kv"].values() for kv in pair} == {(3, config.text.text_ctx)}
+    assert widths == {name: p["qkv"]["kernel"].shape[0] for name, p in params.items() if "qkv" in p}
     cached = model.apply({"params": params}, x, t, text_emb=text_emb)
     np.testing.assert_array_equal(direct, cached)
 
