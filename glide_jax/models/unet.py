@@ -377,11 +377,13 @@ class Text2ImUNet(nn.Module):
         skips = []
         for block in self.input_blocks:
             h = self._run_block(block, h, emb, xf_kv, deterministic)
-            skips.append(h)
+            skips.append(h.astype(self.dtype))
         h = self._run_block(self.middle_block, h, emb, xf_kv, deterministic)
         self.sow("intermediates", "middle_out", h)
         for block in self.output_blocks:
-            h = jnp.concatenate([h, skips.pop()], axis=-1)
+            # In the compute dtype: the decoder block's norm (float32 inside)
+            # and skip conv (compute dtype) are its only readers.
+            h = jnp.concatenate([h.astype(self.dtype), skips.pop()], axis=-1)
             h = self._run_block(block, h, emb, xf_kv, deterministic)
         h = nn.silu(self.out_norm(h.astype(jnp.float32)))
         return self.out_conv(h)
