@@ -105,7 +105,8 @@ class AttentionBlock(nn.Module):
     def setup(self):
         c = self.channels
         self.norm = layers.GroupNorm32(self.norm_groups, dtype=self.dtype)
-        self.qkv = layers.dense(3 * c, ("embed", "heads"), self.dtype)
+        # q, k and v are cast to the compute dtype at once, so the projection returns it.
+        self.qkv = layers.dense(3 * c, ("embed", "heads"), self.dtype, out_dtype=self.dtype)
         self.encoder_kv = layers.dense(2 * c, ("embed", "heads"), self.dtype)
         self.proj_out = layers.dense(c, ("heads", "embed"), self.dtype, zero_init=True)
 
