@@ -66,14 +66,15 @@ def timestep_embedding(timesteps: jax.Array, dim: int, max_period: float = 10000
 
 # Matmuls take inputs in the compute dtype but return float32 (the
 # accumulator's precision, no extra rounding): their results flow into the
-# float32 residual streams, LayerNorms or the attention. (The exception is the
-# U-Net's q|k|v projection, `out_dtype` below: all three parts are cast to the
-# compute dtype at once, so a float32 result only costs bytes.) Convolutions return
-# the compute dtype instead: XLA:GPU supports mixed bf16-in/f32-out only for
-# dots and would run such a conv entirely in float32 (TPU and CPU would not
-# mind). Measured on the fixture models, bf16 vs float32 output (relative L2):
-# ~2.2% with every layer rounding its output, ~1.9% with this policy, ~1.3%
-# if convs also returned float32.
+# float32 residual streams, LayerNorms or the attention. The exceptions
+# (`out_dtype` below) are the U-Net attention's projections: q|k|v, whose
+# three parts are all cast to the compute dtype at once, and the output, which
+# joins the residual stream in the compute dtype as a ResBlock's last conv
+# does. Convolutions return the compute dtype: XLA:GPU supports mixed
+# bf16-in/f32-out only for dots and would run such a conv entirely in float32
+# (TPU and CPU would not mind). Measured on the fixture models, bf16 vs
+# float32 output (relative L2): ~2.2% with every layer rounding its output,
+# ~1.9% with this policy, ~1.3% if convs also returned float32.
 def dense(features: int, names: tuple[str, str], dtype: Dtype, name: str | None = None,
           zero_init: bool = False, out_dtype: Dtype = jnp.float32) -> nn.Dense:
     """A float32-parameter Dense layer whose kernel and bias carry logical names.

@@ -105,10 +105,12 @@ class AttentionBlock(nn.Module):
     def setup(self):
         c = self.channels
         self.norm = layers.GroupNorm32(self.norm_groups, dtype=self.dtype)
-        # q, k and v are cast to the compute dtype at once, so the projection returns it.
+        # Both projections return the compute dtype: q, k and v are cast to it
+        # at once, and the output joins the residual stream as a ResBlock's
+        # last conv does.
         self.qkv = layers.dense(3 * c, ("embed", "heads"), self.dtype, out_dtype=self.dtype)
         self.encoder_kv = layers.dense(2 * c, ("embed", "heads"), self.dtype)
-        self.proj_out = layers.dense(c, ("heads", "embed"), self.dtype, zero_init=True)
+        self.proj_out = layers.dense(c, ("heads", "embed"), self.dtype, zero_init=True, out_dtype=self.dtype)
 
     def text_kv(self, encoder_out: jax.Array) -> tuple[jax.Array, jax.Array]:
         """encoder_out: (B, L, W_text) -> the text's keys and values, (B, L, heads, d) each.
