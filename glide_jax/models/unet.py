@@ -314,8 +314,8 @@ class Text2ImUNet(nn.Module):
         return {"xf_proj": self.transformer_proj(xf_out[:, -1]), "xf_out": xf_out,
                 "xf_kv": self.text_keys_values(xf_out)}
 
-    def text_keys_values(self, xf_out: jax.Array) -> dict[str, jax.Array]:
-        """Every attention block's text keys|values from the encoder's output sequence."""
+    def text_keys_values(self, xf_out: jax.Array) -> dict[str, tuple[jax.Array, jax.Array]]:
+        """Every attention block's text keys and values, by block name, from the encoder's output."""
         blocks = [*self.input_blocks, self.middle_block, *self.output_blocks]
         return {layer.name: layer.text_kv(xf_out)
                 for block in blocks for layer in block if isinstance(layer, AttentionBlock)}
