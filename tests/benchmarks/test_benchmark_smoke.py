@@ -105,6 +105,23 @@ def test_train_speed_smoke(train_result):
     assert step["kernel_model"]["program"]["flops"] == pytest.approx(step["executed_flops_per_step"], rel=0.05)
 
 
+def test_report_tabulates_the_smoke_results(sample_result, train_result, tmp_path):
+    from benchmarks import report
+    paths = []
+    for name, result in (("sample_speed.json", sample_result), ("train_speed.json", train_result)):
+        paths.append(tmp_path / name)
+        paths[-1].write_text(json.dumps(result))
+    with pytest.raises(report.ReportError, match="a --smoke run"):
+        report.load_rows(paths)
+    rows = report.load_rows(paths, allow_smoke=True)
+    assert [row.key for row in rows] == [("base", 2), ("train", 4), ("upsample", 2)]
+    assert len({row.variant for row in rows}) == 1  # the same settings (the tests' XLA_FLAGS, if any)
+    table = report.prediction_table(rows)
+    for row in rows:  # every smoke program has a kernel-model prediction to set beside its time
+        predicted = row.result["kernel_model"]["program"]["predicted_s"]
+        assert f"| {row.seconds:.4g} s | {predicted:.4g} s |" in table
+
+
 def test_layer_speed_smoke(tmp_path_factory):
     r = _run("layer_speed", tmp_path_factory)
     assert r["benchmark"] == "layer_speed" and all(r[key] is not None for key in METADATA if key != "dirty")
