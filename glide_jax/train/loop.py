@@ -12,7 +12,9 @@
      step, before anything is saved), every `checkpoint_every` steps and at
      the end an asynchronous checkpoint plus the EMA export in
      `workdir/export`, every `sample_every` steps a sample grid. SIGTERM or
-     SIGINT end the loop after the current step with a checkpoint.
+     SIGINT end the loop after the current step with a checkpoint, and
+     `TrainingStopped` says so (train.py exits 128 + the signal number, so a
+     scheduler or a retry loop sees that the run did not finish).
 
 Only process 0 writes config.json, metrics, exports and sample grids; Orbax
 coordinates the checkpoint writes of all hosts.
@@ -24,6 +26,7 @@ import dataclasses
 import logging
 import math
 import pathlib
+import signal
 from typing import Any
 
 import flax.linen as nn
@@ -46,6 +49,25 @@ log = logging.getLogger(__name__)
 
 class NonFiniteLossError(FloatingPointError):
     """The loss (or gradient norm) became NaN or infinite."""
+
+
+class TrainingStopped(Exception):
+    """A stop signal ended the run early, after its checkpoint was saved.
+
+    Attributes:
+      step: the step saved; the same command resumes from it.
+      signum: the signal received (on a host that received none, SIGTERM).
+    """
+
+    def __init__(self, step: int, signum: int):
+        self.step, self.signum = step, signum
+        name = signal.Signals(signum).name
+        super().__init__(f"stopped by {name} after saving step {step}; run the same command to resume")
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal number, as a shell reports a process the signal ended (143 for SIGTERM)."""
+        return 128 + self.signum
 
 
 def prepare_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -165,11 +187,12 @@ def _grid_maker(run: Run, pipeline: Any) -> tuple[samples.SampleGridMaker | None
 
 
 def _train_loop(run: Run, state: Any, pipeline: Any, writer: metrics_lib.MetricsWriter,
-                stop: runtime.StopSignal) -> tuple[Any, dict]:
+                stop: runtime.StopSignal) -> tuple[Any, dict, int | None]:
+    """Trains to num_steps: (state, last metrics row, the step saved if a stop signal ended it, else None)."""
     cfg = run.config.train
     step = int(jax.device_get(state.step))
     if step >= cfg.num_steps:
-        return state, {}
+        return state, {}, None
     grid_maker, first = _grid_maker(run, pipeline)
     base_key = np.asarray(jax.device_get(state.rng))
     fold = jax.jit(jax.random.fold_in)
@@ -199,7 +222,7 @@ def _train_loop(run: Run, state: Any, pipeline: Any, writer: metrics_lib.Metrics
         if stopping:
             log.warning("stop signal received: saved step %d and stopping", step)
             break
-    return state, row
+    return state, row, (step if stopping else None)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, float]:
@@ -218,6 +241,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       glide_jax.config.ConfigError: a bad config value, before compiling.
       checkpointing.ArchitectureMismatch: the workdir's checkpoint does not fit.
       NonFiniteLossError: the loss became NaN/inf (names the step).
+      TrainingStopped: SIGTERM/SIGINT ended the run early; its checkpoint is
+        saved (and written, once this is raised).
     """
     config = prepare_config(config)
     runtime.maybe_initialize_distributed(config)
@@ -237,9 +262,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                                            progress_bar=bool(config.train.progress_bar))
         try:
             with runtime.StopSignal() as stop:
-                _, row = _train_loop(run, state, pipeline, writer, stop)
+                _, row, stopped_at = _train_loop(run, state, pipeline, writer, stop)
         finally:
             writer.close()
     finally:
         run.checkpointer.close()  # lets in-flight saves (of good states) finish
+    if stopped_at is not None:
+        raise TrainingStopped(stopped_at, stop.received or signal.SIGTERM)
     return row

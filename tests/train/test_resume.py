@@ -42,7 +42,11 @@ CHILD = textwrap.dedent("""
 
     if sys.argv[4] == "hold_at_3":
         checkpointing.Checkpointer.save = save_then_hold
-    loop.train_and_evaluate(checkpoints.load_config(sys.argv[1]), sys.argv[2])
+    try:
+        loop.train_and_evaluate(checkpoints.load_config(sys.argv[1]), sys.argv[2])
+    except loop.TrainingStopped as stopped:  # as train.py does
+        print(stopped, flush=True)
+        sys.exit(stopped.exit_code)
 """)
 
 
@@ -107,25 +111,28 @@ def test_sigkill_then_resume_is_bit_exact(make_config, tmp_path, compilation_cac
                               jax.tree_util.tree_leaves(resumed_state.ema_params[1])[0])
 
 
-def test_sigterm_saves_and_exits_cleanly(make_config, tmp_path, compilation_cache):
+def test_sigterm_saves_and_exits_143(make_config, tmp_path, compilation_cache):
     config = make_config("base")
     config.train.num_steps = 10_000  # far more than it will run: SIGTERM ends it
     config.train.checkpoint_every = 10_000
     config_dir = tmp_path / "config"
     checkpointing.write_config(config_dir, config)
     workdir = tmp_path / "run"
-    child = _start_child(config_dir, workdir, compilation_cache, "plain", subprocess.DEVNULL)
+    child = _start_child(config_dir, workdir, compilation_cache, "plain", subprocess.PIPE)
     try:
         deadline = time.time() + 900
         while not ((workdir / "metrics.jsonl").exists() and len(metrics.read_metrics(workdir)) >= 2):
             assert child.poll() is None and time.time() < deadline, "child never trained"
             time.sleep(0.5)
         child.send_signal(signal.SIGTERM)
-        assert child.wait(timeout=600) == 0
+        out, _ = child.communicate(timeout=600)
+        # Saved and resumable, but not finished: 128 + SIGTERM, as train.py exits.
+        assert child.returncode == 128 + signal.SIGTERM
     finally:
         if child.poll() is None:
             child.kill()
     last_logged = metrics.read_metrics(workdir)[-1]["step"]
     saved = checkpointing.Checkpointer(workdir, keep=3).latest_step()
     assert saved is not None and 2 <= saved < 10_000 and saved == last_logged
+    assert f"stopped by SIGTERM after saving step {saved}; run the same command to resume" in out
     assert (workdir / "export" / "params.npz").is_file()
