@@ -222,7 +222,8 @@ def _train_loop(run: Run, state: Any, pipeline: Any, writer: metrics_lib.Metrics
         if stopping:
             log.warning("stop signal received: saved step %d and stopping", step)
             break
-    return state, row, (step if stopping else None)
+    # A signal during the last step still leaves a finished run.
+    return state, row, (step if stopping and step < cfg.num_steps else None)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, float]:

@@ -11,16 +11,17 @@ from glide_jax.sampling import stages
 from tests.models.test_unet import tiny_config
 
 
+def _sub_jaxprs(eqn):
+    """The jaxprs an equation calls (loop bodies, pjit/remat/custom-vjp calls)."""
+    subs = [v.jaxpr if isinstance(v, jex_core.ClosedJaxpr) else v for v in eqn.params.values()]
+    return [sub for sub in subs if isinstance(sub, jex_core.Jaxpr)]
+
+
 def _loop_bodies(jaxpr):
     """The jaxprs of every while/scan loop in `jaxpr`, nested calls included."""
     for eqn in jaxpr.eqns:
-        subs = [v.jaxpr if isinstance(v, jex_core.ClosedJaxpr) else v for v in eqn.params.values()]
-        subs = [s for s in subs if isinstance(s, jex_core.Jaxpr)]
-        if eqn.primitive.name in ("while", "scan"):
-            yield from subs
-        else:
-            for sub in subs:
-                yield from _loop_bodies(sub)
+        for sub in _sub_jaxprs(eqn):
+            yield from ([sub] if eqn.primitive.name in ("while", "scan") else _loop_bodies(sub))
 
 
 def _dot_operand_shapes(jaxpr):
@@ -28,10 +29,8 @@ def _dot_operand_shapes(jaxpr):
     for eqn in jaxpr.eqns:
         if eqn.primitive.name == "dot_general":
             yield tuple(eqn.invars[0].aval.shape)
-        for value in eqn.params.values():
-            sub = value.jaxpr if isinstance(value, jex_core.ClosedJaxpr) else value
-            if isinstance(sub, jex_core.Jaxpr):
-                yield from _dot_operand_shapes(sub)
+        for sub in _sub_jaxprs(eqn):
+            yield from _dot_operand_shapes(sub)
 
 
 def _caption_dots_in_loops(fn, *args, caption_shape) -> int:
