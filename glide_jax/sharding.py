@@ -18,11 +18,23 @@ as big_vision's "fsdp" strategy does; with it, every device holds about
 1/fsdp of the parameters and optimizer state.
 
 Everything is jitted with these shardings; nothing uses pmap.
+
+Inside `constraints(mesh, mesh_config)` (the train step is traced there),
+`constrain(x, logical_axes)` pins an intermediate to the sharding its logical
+names map to; outside it (one-device sampling, the tests) it returns x. The
+networks use it where XLA's own sharding propagation picks badly: an
+embedding table is gathered over "fsdp" before its lookup, so the lookup's
+gradient is a local scatter-add and a reduce-scatter rather than a reshard
+of the batch-split cotangent onto the table's embedding axis (which XLA can
+only do by replicating it, "involuntary full rematerialization", when
+"tensor" also splits the table).
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import contextlib
+import contextvars
+from typing import Any, Iterator, Sequence
 
 import flax.linen as nn
 import jax
@@ -33,6 +45,8 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 MESH_AXES = ("data", "fsdp", "tensor")
+# (mesh, logical rules) while `constraints` is active.
+_ACTIVE: contextvars.ContextVar[tuple[Mesh, tuple] | None] = contextvars.ContextVar("glide_jax_mesh", default=None)
 
 
 def create_mesh(mesh_config: ml_collections.ConfigDict, devices: Sequence[Any] | None = None) -> Mesh:
@@ -133,6 +147,33 @@ def tree_shardings(abstract_boxed: Any, mesh: Mesh, mesh_config: ml_collections.
     out = [NamedSharding(mesh, _fit_spec(spec, tuple(s.shape), mesh, bool(mesh_config.fsdp_fallback)))
            for spec, s in zip(spec_leaves, shape_leaves)]
     return jax.tree_util.tree_unflatten(treedef, out)
+
+
+@contextlib.contextmanager
+def constraints(mesh: Mesh, mesh_config: ml_collections.ConfigDict) -> Iterator[None]:
+    """Makes `constrain` pin arrays on `mesh` by `mesh_config.rules` (while tracing a step)."""
+    token = _ACTIVE.set((mesh, logical_rules(mesh_config)))
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+def constrain(x: jax.Array, logical_axes: tuple[str | None, ...]) -> jax.Array:
+    """x constrained to the sharding its logical axes map to; x unchanged outside `constraints`.
+
+    Mesh axes that do not divide their dimension are dropped, as for the
+    parameters (no fsdp fallback: a None axis stays whole). The context acts
+    when a function is traced, and jax.jit's trace cache does not see it:
+    jit a function whose every trace happens inside the context, as
+    `train.step.jit_train_step` does.
+    """
+    active = _ACTIVE.get()
+    if active is None:
+        return x
+    mesh, rules = active
+    spec = _fit_spec(nn.logical_to_mesh_axes(logical_axes, rules), tuple(x.shape), mesh, fallback=False)
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
 
 def batch_sharding(mesh: Mesh, mesh_config: ml_collections.ConfigDict) -> NamedSharding:

@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from glide_jax import sharding
 from glide_jax.models import layers
 
 Dtype = Any
@@ -101,7 +102,9 @@ class TextTransformer(nn.Module):
         positional = self.param("positional_embedding",
                                 nn.with_logical_partitioning(embed_init, (None, "embed")),
                                 (self.text_ctx, self.width), jnp.float32)
-        x = token_embedding(tokens.astype(jnp.int32)) + positional[None]
+        # The lookup reads the table whole along "embed" (see glide_jax.sharding).
+        table = sharding.constrain(token_embedding.embedding, ("vocab", None))
+        x = jnp.take(table, tokens.astype(jnp.int32), axis=0) + positional[None]
         if self.padding:
             if mask is None:
                 raise ValueError("TextTransformer with padding=True needs a mask")

@@ -8,11 +8,14 @@ every loss is a batch mean. Rematerialisation is the model's business
 the new parameters.
 
 `jit_train_step` compiles it with explicit shardings and donates the old
-state, so the step updates the parameters in place.
+state, so the step updates the parameters in place; it traces the step
+inside `sharding.constraints`, so the networks' activation constraints
+follow `config.mesh.rules`.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -21,6 +24,7 @@ import ml_collections
 import optax
 from jax.sharding import NamedSharding
 
+from glide_jax import sharding as sharding_lib
 from glide_jax.train import optim as optim_lib
 from glide_jax.train.losses import LossFn
 from glide_jax.train.state import TrainState
@@ -99,7 +103,7 @@ def make_train_step(config: ml_collections.ConfigDict, loss_fn: LossFn,
 
 
 def jit_train_step(train_step: TrainStep, state_shardings: TrainState, batch_sharding: NamedSharding,
-                   replicated: NamedSharding) -> TrainStep:
+                   replicated: NamedSharding, mesh_config: ml_collections.ConfigDict) -> TrainStep:
     """jits `train_step` with explicit in/out shardings, donating the old state.
 
     Args:
@@ -107,6 +111,14 @@ def jit_train_step(train_step: TrainStep, state_shardings: TrainState, batch_sha
       state_shardings: the TrainState of NamedSharding from `create_train_state`.
       batch_sharding: applied to every batch array (leading batch axis).
       replicated: for the rng and the metrics.
+      mesh_config: `config.mesh`; its rules place the networks' `sharding.constrain` calls.
     """
-    return jax.jit(train_step, in_shardings=(state_shardings, batch_sharding, replicated),
+    mesh = batch_sharding.mesh
+
+    @functools.wraps(train_step)
+    def constrained_step(state, batch, rng):
+        with sharding_lib.constraints(mesh, mesh_config):
+            return train_step(state, batch, rng)
+
+    return jax.jit(constrained_step, in_shardings=(state_shardings, batch_sharding, replicated),
                    out_shardings=(state_shardings, replicated), donate_argnums=(0,))

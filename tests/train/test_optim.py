@@ -91,3 +91,19 @@ def test_fsdp_fallback_places_fsdp_where_rules_leave_it_off():
     assert fit(("fsdp", "tensor"), (64, 128)) == P("fsdp", "tensor")  # a rule already uses fsdp
     assert fit(("tensor", None), (8, 5)) == P(("tensor", "fsdp"))
     assert sharding._fit_spec(P("tensor"), (128,), mesh, fallback=False) == P("tensor")
+
+
+def test_constrain_pins_only_inside_constraints():
+    mesh_config = config_lib.mesh_defaults()
+    mesh_config.fsdp, mesh_config.tensor = 2, 2
+    mesh = sharding.create_mesh(mesh_config)
+    P = jax.sharding.PartitionSpec
+    stored = lambda rows: jax.device_put(jnp.ones((rows, 8)), jax.sharding.NamedSharding(mesh, P(None, "fsdp")))  # noqa: E731
+    # The context acts when a function is traced: a fresh function each time, so no cached trace.
+    spec = lambda x: jax.jit(lambda y: sharding.constrain(y, ("vocab", None)) * 2)(x).sharding.spec  # noqa: E731
+    assert spec(stored(8)) == P(None, "fsdp")  # outside: no constraint
+    with sharding.constraints(mesh, mesh_config):
+        # "vocab" -> "tensor" where 2 divides the rows; the embedding axis is whole
+        assert spec(stored(8)) == P("tensor")
+        assert spec(stored(5)) == P()
+    assert spec(stored(8)) == P(None, "fsdp")  # the context has ended

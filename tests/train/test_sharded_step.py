@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import jax
 import numpy as np
 import pytest
@@ -43,7 +45,7 @@ def _two_steps(config, devices):
     mesh, model, optimizer, step = _pieces(config, devices)
     state, shardings = state_lib.create_train_state(config, model, optimizer, factory.example_inputs(config, 1), mesh)
     batch_sharding = sharding.batch_sharding(mesh, config.mesh)
-    train_step = step_lib.jit_train_step(step, shardings, batch_sharding, sharding.replicated(mesh))
+    train_step = step_lib.jit_train_step(step, shardings, batch_sharding, sharding.replicated(mesh), config.mesh)
     for i, batch in enumerate(_batches(config)):
         state, metrics = train_step(state, sharding.shard_batch(batch, batch_sharding), jax.random.PRNGKey(i))
     return state, jax.device_get(metrics)
@@ -101,7 +103,7 @@ def test_fsdp_splits_params_and_optimizer_state(config):
     mesh, model, optimizer, step = _pieces(c, jax.devices())
     shardings, abstract = state_lib.abstract_train_state(c, model, optimizer, factory.example_inputs(c, 1), mesh)
     batch_sharding = sharding.batch_sharding(mesh, c.mesh)
-    train_step = step_lib.jit_train_step(step, shardings, batch_sharding, sharding.replicated(mesh))
+    train_step = step_lib.jit_train_step(step, shardings, batch_sharding, sharding.replicated(mesh), c.mesh)
     batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding) for k, v in _batches(c, 1)[0].items()}
     rng = jax.ShapeDtypeStruct((2,), np.uint32)
     compiled = train_step.lower(abstract, batch, rng).compile()
@@ -112,3 +114,27 @@ def test_fsdp_splits_params_and_optimizer_state(config):
     assert abs(per_device_state - state_total / 8) <= 0.1 * state_total / 8, (per_device_state, state_total / 8)
     # The step updates the state in place: its output aliases the donated input.
     assert compiled.memory_analysis().alias_size_in_bytes >= 0.9 * per_device_state
+
+
+def test_mixed_mesh_gathers_parameters_not_activations(config):
+    """On a (data, fsdp, tensor) = (2, 2, 2) mesh the step all-gathers only parameters.
+
+    The caption's gradient reaches the token table batch-split, while the
+    table's embedding axis is split over fsdp; unless the lookup reads a
+    table gathered over fsdp (`sharding.constrain` in the text encoder), XLA
+    can only move that gradient by replicating it ("involuntary full
+    rematerialization"), and all-gathers of (B, L, W) text activations show
+    in the program. Parameters here have rank 1, 2 or 4.
+    """
+    c = config.copy_and_resolve_references()
+    c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 2, 2, 2
+    mesh, model, optimizer, step = _pieces(c, jax.devices())
+    shardings, abstract = state_lib.abstract_train_state(c, model, optimizer, factory.example_inputs(c, 1), mesh)
+    batch_sharding = sharding.batch_sharding(mesh, c.mesh)
+    train_step = step_lib.jit_train_step(step, shardings, batch_sharding, sharding.replicated(mesh), c.mesh)
+    batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding) for k, v in _batches(c, 1)[0].items()}
+    text = train_step.lower(abstract, batch, jax.ShapeDtypeStruct((2,), np.uint32)).compile().as_text()
+    gathered = re.findall(r"= \w+\[([\d,]*)\][^=\n]*? all-gather\(", text)
+    assert gathered, "no all-gather at all: the mesh did not shard the step"
+    rank3 = [shape for shape in gathered if shape.count(",") == 2]
+    assert not rank3, f"all-gathers of activations: {rank3}"
