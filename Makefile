@@ -12,7 +12,7 @@ TEST_XLA_FLAGS := --xla_force_host_platform_device_count=8
 # one core, so two workers nearly halve it on the 2-core CI machine.
 TEST_WORKERS ?= 2
 
-.PHONY: install test demo parity clean
+.PHONY: install test test-minimum demo parity clean
 
 $(BIN)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -39,8 +39,18 @@ demo: install
 	$(BIN)/python sample.py --base $(DEMO_DIR) --prompt $(DEMO_PROMPTS) --out $(DEMO_DIR)/demo --seed 0
 	@echo "demo grid: $(DEMO_DIR)/demo/grid.png"
 
+# The suite on the oldest versions setup.py allows (.ci/minimum-versions.txt),
+# in its own environment.
+MIN_VENV ?= .venv-minimum
+test-minimum:
+	$(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/pip install -q --upgrade pip
+	$(MIN_VENV)/bin/pip install -q -c .ci/minimum-versions.txt -e ".[dev,data,convert]"
+	$(MIN_VENV)/bin/pip check
+	XLA_FLAGS="$(TEST_XLA_FLAGS)" $(MIN_VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
+
 parity: install
 	$(BIN)/python -m glide_jax.tools.parity ../shared/fixtures/glide_text2im
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(MIN_VENV)
