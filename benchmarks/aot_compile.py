@@ -4,6 +4,7 @@
     python benchmarks/aot_compile.py      # writes benchmarks/results/aot_compile_h100.json
     python benchmarks/aot_compile.py --workloads train --devices 8 --out /tmp/train8.json
     python benchmarks/aot_compile.py --workloads train --devices 8 --config configs/paper_base.py --out /tmp/p.json
+    python benchmarks/aot_compile.py --workloads train --devices 8 --config configs/paper_upsample.py --out /tmp/u.json
     python benchmarks/aot_compile.py --smoke --platform cpu --out /tmp/aot.json   # tiny, CPU (the tests)
 
 jax can compile for a GPU that is not attached: a PJRT topology made from a

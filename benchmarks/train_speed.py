@@ -57,14 +57,30 @@ def train_config(smoke: bool, dtype: str, batch_size: int, remat: bool,
 
 
 def synthetic_batch(config: ml_collections.ConfigDict, batch_size: int, seed: int) -> dict[str, np.ndarray]:
-    """A base-model batch as the input pipeline delivers it (host numpy)."""
+    """A batch of `config.model.kind` as the input pipeline delivers it (host numpy).
+
+    image, tokens and mask (a fifth of the captions empty, as caption dropout
+    leaves them, except for the CLIP), plus `low_res` for the upsamplers and
+    `inpaint_mask` (1 = known pixel) for inpainting.
+    """
     rng = np.random.default_rng(seed)
-    size, length, pad = config.model.image_size, config.text.text_ctx, config.text.n_vocab - 1
+    kind = config.model.kind
+    if kind == "clip":
+        size, length, pad = config.clip.image_size, config.clip.max_text_len, config.clip.n_vocab - 1
+    else:
+        size, length, pad = config.model.image_size, config.text.text_ctx, config.text.n_vocab - 1
     mask = np.arange(length)[None, :] < rng.integers(1, length + 1, (batch_size, 1))
-    mask[: batch_size // 5] = False  # caption dropout: some empty captions
+    if kind != "clip":
+        mask[: batch_size // 5] = False  # caption dropout: some empty captions
     tokens = np.where(mask, rng.integers(0, pad, (batch_size, length)), pad).astype(np.int32)
     image = rng.uniform(-1.0, 1.0, (batch_size, size, size, 3)).astype(np.float32)
-    return {"image": image, "tokens": tokens, "mask": mask}
+    batch = {"image": image, "tokens": tokens, "mask": mask}
+    if kind in losses.UPSAMPLE_KINDS:
+        low = config.data.low_res_size or size // 4
+        batch["low_res"] = rng.uniform(-1.0, 1.0, (batch_size, low, low, 3)).astype(np.float32)
+    if kind in losses.INPAINT_KINDS:
+        batch["inpaint_mask"] = (rng.uniform(size=(batch_size, size, size, 1)) < 0.5).astype(np.float32)
+    return batch
 
 
 def build_step(config: ml_collections.ConfigDict, devices) -> dict[str, Any]:

@@ -230,3 +230,25 @@ def test_aot_compile_for_cuda_without_the_plugin_says_what_to_install():
     module = _load("aot_compile")
     with pytest.raises(SystemExit, match=r"needs jax's CUDA plugin \(pip install 'jax\[cuda12\]'\)"):
         module.main(["--smoke", "--platform", "cuda"])
+
+
+@pytest.mark.parametrize("name", ["shapes_base", "shapes_inpaint", "shapes_upsample", "shapes_clip"])
+def test_synthetic_batch_has_every_kinds_inputs(name):
+    # `aot_compile.py --config` takes any experiment file (configs/paper_upsample.py, say).
+    train_speed = _load("train_speed")
+    from glide_jax import config as config_lib
+    from glide_jax import sharding as sharding_lib
+    from glide_jax.diffusion import diffusion_from_config
+    from glide_jax.models import factory
+    from glide_jax.train import losses, optim
+    from glide_jax.train import state as state_lib
+
+    config = config_lib.load_config_file(str(REPO / "configs" / f"{name}.py"))
+    mesh = sharding_lib.create_mesh(config.mesh, jax.devices()[:1])
+    model = factory.create_model(config)
+    _, state = state_lib.abstract_train_state(config, model, optim.create_optimizer(config),
+                                              factory.example_inputs(config, 1), mesh)
+    loss_fn = losses.create_loss_fn(config, model, diffusion_from_config(config.diffusion))
+    batch = train_speed.synthetic_batch(config, 4, 0)
+    loss, metrics = jax.eval_shape(loss_fn, state.params, batch, jax.random.PRNGKey(0))
+    assert loss.shape == () and "loss" in metrics
