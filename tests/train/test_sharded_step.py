@@ -51,6 +51,19 @@ def _two_steps(config, devices):
     return state, jax.device_get(metrics)
 
 
+def _compiled_step(config):
+    """(compiled step, abstract state, abstract batch, abstract rng) for all of jax.devices()."""
+    mesh, model, optimizer, step = _pieces(config, jax.devices())
+    shardings, abstract = state_lib.abstract_train_state(config, model, optimizer,
+                                                         factory.example_inputs(config, 1), mesh)
+    batch_sharding = sharding.batch_sharding(mesh, config.mesh)
+    train_step = step_lib.jit_train_step(step, shardings, batch_sharding, sharding.replicated(mesh), config.mesh)
+    batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding)
+             for k, v in _batches(config, 1)[0].items()}
+    rng = jax.ShapeDtypeStruct((2,), np.uint32)
+    return train_step.lower(abstract, batch, rng).compile(), abstract, batch, rng
+
+
 def _relative_error(a, b) -> float:
     """||a - b|| / ||b|| over the whole tree.
 
@@ -100,13 +113,7 @@ def test_sharded_steps_match_single_device(config, single_device, data, fsdp, te
 def test_fsdp_splits_params_and_optimizer_state(config):
     c = config.copy_and_resolve_references()
     c.mesh.data, c.mesh.fsdp = 1, 8
-    mesh, model, optimizer, step = _pieces(c, jax.devices())
-    shardings, abstract = state_lib.abstract_train_state(c, model, optimizer, factory.example_inputs(c, 1), mesh)
-    batch_sharding = sharding.batch_sharding(mesh, c.mesh)
-    train_step = step_lib.jit_train_step(step, shardings, batch_sharding, sharding.replicated(mesh), c.mesh)
-    batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding) for k, v in _batches(c, 1)[0].items()}
-    rng = jax.ShapeDtypeStruct((2,), np.uint32)
-    compiled = train_step.lower(abstract, batch, rng).compile()
+    compiled, abstract, batch, rng = _compiled_step(c)
     nbytes = lambda tree: sum(x.size * np.dtype(x.dtype).itemsize for x in jax.tree_util.tree_leaves(tree))  # noqa: E731
     state_total = nbytes(abstract)
     per_device_args = compiled.memory_analysis().argument_size_in_bytes
@@ -128,12 +135,7 @@ def test_mixed_mesh_gathers_parameters_not_activations(config):
     """
     c = config.copy_and_resolve_references()
     c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 2, 2, 2
-    mesh, model, optimizer, step = _pieces(c, jax.devices())
-    shardings, abstract = state_lib.abstract_train_state(c, model, optimizer, factory.example_inputs(c, 1), mesh)
-    batch_sharding = sharding.batch_sharding(mesh, c.mesh)
-    train_step = step_lib.jit_train_step(step, shardings, batch_sharding, sharding.replicated(mesh), c.mesh)
-    batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding) for k, v in _batches(c, 1)[0].items()}
-    text = train_step.lower(abstract, batch, jax.ShapeDtypeStruct((2,), np.uint32)).compile().as_text()
+    text = _compiled_step(c)[0].as_text()
     gathered = re.findall(r"= \w+\[([\d,]*)\][^=\n]*? all-gather\(", text)
     assert gathered, "no all-gather at all: the mesh did not shard the step"
     rank3 = [shape for shape in gathered if shape.count(",") == 2]
