@@ -108,7 +108,7 @@ def stage_inputs(kind: str, config: ml_collections.ConfigDict, batch: int, key) 
         inputs = caption_rows(config, batch, True, caption_key)
         inputs["guidance_scale"] = jnp.float32(GUIDANCE_SCALE)
         return inputs
-    low = factory.low_res_size(config)
+    low = config_lib.low_res_size(config)
     inputs = caption_rows(config, batch, False, caption_key)
     inputs["base_samples"] = jax.random.uniform(image_key, (batch, low, low, 3), jnp.float32, -1.0, 1.0)
     inputs["temperature"] = jnp.float32(sample.upsample_temp)

@@ -65,20 +65,18 @@ def synthetic_batch(config: ml_collections.ConfigDict, batch_size: int, seed: in
     """
     rng = np.random.default_rng(seed)
     kind = config.model.kind
-    if kind == "clip":
-        size, length, pad = config.clip.image_size, config.clip.max_text_len, config.clip.n_vocab - 1
-    else:
-        size, length, pad = config.model.image_size, config.text.text_ctx, config.text.n_vocab - 1
+    size, length = config_lib.image_size(config), config_lib.text_length(config)
+    pad = (config.clip if kind == "clip" else config.text).n_vocab - 1
     mask = np.arange(length)[None, :] < rng.integers(1, length + 1, (batch_size, 1))
     if kind != "clip":
         mask[: batch_size // 5] = False  # caption dropout: some empty captions
     tokens = np.where(mask, rng.integers(0, pad, (batch_size, length)), pad).astype(np.int32)
     image = rng.uniform(-1.0, 1.0, (batch_size, size, size, 3)).astype(np.float32)
     batch = {"image": image, "tokens": tokens, "mask": mask}
-    if kind in losses.UPSAMPLE_KINDS:
-        low = config.data.low_res_size or size // 4
+    low = config_lib.low_res_size(config)
+    if low is not None:
         batch["low_res"] = rng.uniform(-1.0, 1.0, (batch_size, low, low, 3)).astype(np.float32)
-    if kind in losses.INPAINT_KINDS:
+    if kind in config_lib.INPAINT_KINDS:
         batch["inpaint_mask"] = (rng.uniform(size=(batch_size, size, size, 1)) < 0.5).astype(np.float32)
     return batch
 

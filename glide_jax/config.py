@@ -23,6 +23,8 @@ from typing import Any, Mapping
 import ml_collections
 
 MODEL_KINDS = ("base", "upsample", "inpaint", "upsample_inpaint", "clip")
+UPSAMPLE_KINDS = ("upsample", "upsample_inpaint")  # conditioned on a low-resolution image
+INPAINT_KINDS = ("inpaint", "upsample_inpaint")  # conditioned on a known image and its mask
 NOISE_SCHEDULES = ("linear", "squaredcos_cap_v2")
 TOKENIZERS = ("gpt2", "clip", "sentencepiece")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -32,6 +34,24 @@ GPT2_VOCAB_SIZE = 50257
 
 class ConfigError(ValueError):
     """A config value is missing, of the wrong type or out of range."""
+
+
+def image_size(config: ml_collections.ConfigDict) -> int:
+    """Side of the training images: clip.image_size for kind "clip", else model.image_size."""
+    return int(config.clip.image_size if config.model.kind == "clip" else config.model.image_size)
+
+
+def low_res_size(config: ml_collections.ConfigDict) -> int | None:
+    """Side of an upsampler's `low_res` input (data.low_res_size, else a quarter of the
+    output as in GLIDE's 64 -> 256); None for the kinds that take none."""
+    if config.model.kind not in UPSAMPLE_KINDS:
+        return None
+    return int(config.data.low_res_size or max(config.model.image_size // 4, 1))
+
+
+def text_length(config: ml_collections.ConfigDict) -> int:
+    """Token row length: text.text_ctx, or clip.max_text_len for kind "clip"."""
+    return int(config.clip.max_text_len if config.model.kind == "clip" else config.text.text_ctx)
 
 
 def model_defaults() -> ml_collections.ConfigDict:

@@ -27,40 +27,31 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from glide_jax import config as config_lib
 from glide_jax.data import masks, preprocess, sources
 from glide_jax.data.tf_env import import_tensorflow, num_threads
 
 tf = import_tensorflow()
 
 STATE_FORMAT = "glide_jax.data.InputPipeline/1"
-UPSAMPLE_KINDS = ("upsample", "upsample_inpaint")
-INPAINT_KINDS = ("inpaint", "upsample_inpaint")
 DEFAULT_CAPTION_DROPOUT = 0.2  # GLIDE trains the unconditional model on 20% of examples
 
 
 def example_spec(config) -> preprocess.ExampleSpec:
     """Image sizes and augmentation for `config.model.kind` (see ARCHITECTURE.md "Data")."""
     kind, data = config.model.kind, config.data
-    size = config.clip.image_size if kind == "clip" else config.model.image_size
+    size = config_lib.image_size(config)
     dropout = data.caption_dropout
     if dropout is None:
         dropout = 0.0 if kind == "clip" else DEFAULT_CAPTION_DROPOUT
-    low_res = None
-    if kind in UPSAMPLE_KINDS:
-        low_res = data.low_res_size or size // 4
     return preprocess.ExampleSpec(
-        image_size=int(size),
-        low_res_size=None if low_res is None else int(low_res),
-        mask_size=int(size) if kind in INPAINT_KINDS else None,
+        image_size=size,
+        low_res_size=config_lib.low_res_size(config),
+        mask_size=size if kind in config_lib.INPAINT_KINDS else None,
         random_crop=bool(data.random_crop),
         random_flip=bool(data.random_flip),
         caption_dropout=float(dropout),
     )
-
-
-def text_length(config) -> int:
-    """Token row length: config.text.text_ctx, or config.clip.max_text_len for the CLIP."""
-    return int(config.clip.max_text_len if config.model.kind == "clip" else config.text.text_ctx)
 
 
 def tokenizer_config(config):
@@ -91,7 +82,7 @@ class InputPipeline:
         self.process_index, self.process_count = process_index, process_count
         self.global_batch_size, self.host_batch_size = batch_size, batch_size // process_count
         self.spec = example_spec(config)
-        self._text_ctx = text_length(config)
+        self._text_ctx = config_lib.text_length(config)
         self._threads = num_threads(config.data.num_threads)
         self._prefetch = int(config.data.prefetch)
         self._shuffle_buffer = int(config.data.shuffle_buffer)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import ml_collections
 
+from glide_jax import config as config_lib
 from glide_jax.models.unet import IN_CHANNELS, Text2ImUNet
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -54,11 +55,6 @@ def create_model(config: ml_collections.ConfigDict):
     )
 
 
-def low_res_size(config: ml_collections.ConfigDict) -> int:
-    """Side of the low-resolution input of the upsamplers (GLIDE: 64 -> 256, x4)."""
-    return max(config.model.image_size // 4, 1)
-
-
 def example_inputs(config: ml_collections.ConfigDict, batch_size: int = 1) -> dict:
     """Zero-valued keyword arguments for `model.init` (and `jax.eval_shape`).
 
@@ -81,10 +77,10 @@ def example_inputs(config: ml_collections.ConfigDict, batch_size: int = 1) -> di
         "tokens": jnp.zeros((batch_size, t.text_ctx), jnp.int32),
         "mask": jnp.zeros((batch_size, t.text_ctx), bool),
     }
-    if m.kind in ("upsample", "upsample_inpaint"):
-        low = low_res_size(config)
+    if m.kind in config_lib.UPSAMPLE_KINDS:
+        low = config_lib.low_res_size(config)
         inputs["low_res"] = jnp.zeros((batch_size, low, low, 3), jnp.float32)
-    if m.kind in ("inpaint", "upsample_inpaint"):
+    if m.kind in config_lib.INPAINT_KINDS:
         inputs["inpaint_image"] = jnp.zeros((batch_size, size, size, 3), jnp.float32)
         inputs["inpaint_mask"] = jnp.zeros((batch_size, size, size, 1), jnp.float32)
     return inputs

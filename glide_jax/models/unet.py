@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from glide_jax.config import INPAINT_KINDS, UPSAMPLE_KINDS
 from glide_jax.models import layers
 from glide_jax.models.text_transformer import TextTransformer
 
@@ -326,11 +327,11 @@ class Text2ImUNet(nn.Module):
         Missing inpainting inputs default to zeros, as in the reference.
         """
         parts = [x]
-        if self.kind in ("inpaint", "upsample_inpaint"):
+        if self.kind in INPAINT_KINDS:
             image = jnp.zeros_like(x) if inpaint_image is None else inpaint_image.astype(x.dtype)
             mask = jnp.zeros_like(x[..., :1]) if inpaint_mask is None else inpaint_mask.astype(x.dtype)
             parts += [image * mask, mask]
-        if self.kind in ("upsample", "upsample_inpaint"):
+        if self.kind in UPSAMPLE_KINDS:
             if low_res is None:
                 raise ValueError(f"Text2ImUNet kind {self.kind!r} needs low_res")
             parts.append(resize_bilinear(low_res.astype(x.dtype), x.shape[1], x.shape[2]))

@@ -27,10 +27,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from glide_jax.config import INPAINT_KINDS, UPSAMPLE_KINDS
+
 LossFn = Callable[[Any, dict[str, jax.Array], jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
 MAX_LOGIT_SCALE = math.log(100.0)
-UPSAMPLE_KINDS = ("upsample", "upsample_inpaint")
-INPAINT_KINDS = ("inpaint", "upsample_inpaint")
 
 
 def model_conditioning(kind: str, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:

@@ -28,9 +28,9 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from glide_jax import diffusion as diffusion_lib
+from glide_jax.config import INPAINT_KINDS, UPSAMPLE_KINDS
 from glide_jax import text as text_lib
 from glide_jax.sampling import images as images_lib
-from glide_jax.train.losses import INPAINT_KINDS, UPSAMPLE_KINDS
 
 
 def preview_rows(config: ml_collections.ConfigDict, first_batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

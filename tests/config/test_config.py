@@ -62,3 +62,21 @@ def test_glide_options_kinds(fixtures_dir):
         options = json.loads((fixtures_dir / f"{case}_options.json").read_text())
         kinds[case] = config_lib.config_from_glide_options(options["model_and_diffusion_options"]).model.kind
     assert kinds == {"upsample": "upsample", "inpaint": "inpaint", "upsample_inpaint": "upsample_inpaint"}
+
+
+def test_kind_sizes_follow_the_config():
+    """The sizes the pipeline, the losses, the models and the benchmarks all read from one place."""
+    from glide_jax.models import factory
+
+    config = config_lib.base_config()
+    config.model.kind, config.model.image_size = "upsample", 64
+    assert config_lib.low_res_size(config) == 16  # a quarter of the output by default
+    config.data.low_res_size = 32
+    assert config_lib.low_res_size(config) == 32
+    assert factory.example_inputs(config)["low_res"].shape == (1, 32, 32, 3)
+    assert config_lib.text_length(config) == config.text.text_ctx
+    config.model.kind = "inpaint"
+    assert config_lib.low_res_size(config) is None and "low_res" not in factory.example_inputs(config)
+    config.model.kind = "clip"
+    assert config_lib.image_size(config) == config.clip.image_size
+    assert config_lib.text_length(config) == config.clip.max_text_len
