@@ -32,8 +32,15 @@ from glide_jax.models.text_transformer import TextTransformer
 
 Dtype = Any
 KINDS = ("base", "upsample", "inpaint", "upsample_inpaint")
-# Channels the U-Net's first conv receives, per kind (3 image channels each).
-IN_CHANNELS = {"base": 3, "upsample": 6, "inpaint": 7, "upsample_inpaint": 10}
+# What the U-Net's first conv receives, per kind: (input, channels) in the
+# order `conditioned_input` concatenates them (the reference's order).
+INPUT_LAYOUT = {
+    "base": (("x", 3),),
+    "upsample": (("x", 3), ("low_res", 3)),
+    "inpaint": (("x", 3), ("inpaint_image", 3), ("inpaint_mask", 1)),
+    "upsample_inpaint": (("x", 3), ("inpaint_image", 3), ("inpaint_mask", 1), ("low_res", 3)),
+}
+IN_CHANNELS = {kind: sum(width for _, width in layout) for kind, layout in INPUT_LAYOUT.items()}
 
 
 class ResBlock(nn.Module):
@@ -322,20 +329,21 @@ class Text2ImUNet(nn.Module):
                 for block in blocks for layer in block if isinstance(layer, AttentionBlock)}
 
     def conditioned_input(self, x, low_res=None, inpaint_image=None, inpaint_mask=None) -> jax.Array:
-        """Concatenates the conditioning inputs of `kind` onto x (channels last).
+        """Concatenates the conditioning inputs of `kind` onto x (channels last), in
+        the order of `INPUT_LAYOUT`.
 
         Missing inpainting inputs default to zeros, as in the reference.
         """
-        parts = [x]
+        inputs = {"x": x}
         if self.kind in INPAINT_KINDS:
             image = jnp.zeros_like(x) if inpaint_image is None else inpaint_image.astype(x.dtype)
             mask = jnp.zeros_like(x[..., :1]) if inpaint_mask is None else inpaint_mask.astype(x.dtype)
-            parts += [image * mask, mask]
+            inputs["inpaint_image"], inputs["inpaint_mask"] = image * mask, mask
         if self.kind in UPSAMPLE_KINDS:
             if low_res is None:
                 raise ValueError(f"Text2ImUNet kind {self.kind!r} needs low_res")
-            parts.append(resize_bilinear(low_res.astype(x.dtype), x.shape[1], x.shape[2]))
-        return jnp.concatenate(parts, axis=-1)
+            inputs["low_res"] = resize_bilinear(low_res.astype(x.dtype), x.shape[1], x.shape[2])
+        return jnp.concatenate([inputs[name] for name, _ in INPUT_LAYOUT[self.kind]], axis=-1)
 
     def _run_block(self, block, h, emb, xf_kv, deterministic):
         for layer in block:

@@ -2,9 +2,11 @@
 
 GLIDE made its inpainting models by fine-tuning the text-to-image models with
 four extra input channels (the known RGB pixels and the mask). Here every
-parameter whose path and shape match is copied from the source model; a
-convolution kernel that only gained input channels gets the source weights in
-its first channels and zeros in the new ones, so at the start of fine-tuning
+parameter whose path and shape match is copied from the source model. The
+first convolution's kernel is rebuilt by input (`unet.INPUT_LAYOUT`): each
+input the source model had keeps its weights, wherever the new kind puts it
+(an upsampler's `low_res` moves from channels 3:6 to 7:10 in the inpainting
+upsampler), and the new inputs start at zero, so at the start of fine-tuning
 the network computes exactly what the source model did. Anything else that
 does not fit is an error that lists the parameters.
 """
@@ -18,6 +20,10 @@ import jax
 import numpy as np
 
 from glide_jax import checkpoints
+from glide_jax.models import unet
+
+
+FIRST_CONV = "input_blocks_0_0/kernel"  # the U-Net's input convolution (HWIO)
 
 
 class InitFromError(ValueError):
@@ -46,25 +52,41 @@ def _flatten(tree: Any) -> dict[str, Any]:
     return flat
 
 
-def _fit(name: str, target_shape: tuple[int, ...], source: np.ndarray) -> np.ndarray | None:
-    """The source value reshaped for the target, or None if it cannot be."""
-    if tuple(source.shape) == target_shape:
-        return source
-    grows_inputs = (len(target_shape) == 4 and source.ndim == 4 and target_shape[:2] == source.shape[:2]
-                    and target_shape[3] == source.shape[3] and target_shape[2] > source.shape[2])
-    if grows_inputs:  # HWIO kernel with new input channels: they start at zero
-        padded = np.zeros(target_shape, source.dtype)
-        padded[:, :, : source.shape[2], :] = source
-        return padded
-    return None
+def _first_conv(target_shape: tuple[int, ...], source: np.ndarray, source_kind: str,
+                target_kind: str) -> np.ndarray:
+    """The source's input-conv kernel laid out for `target_kind`'s inputs, new ones at zero."""
+    source_layout, target_layout = unet.INPUT_LAYOUT[source_kind], unet.INPUT_LAYOUT[target_kind]
+    dropped = [name for name, _ in source_layout if name not in dict(target_layout)]
+    if dropped:
+        raise InitFromError(f"config.train.init_from: a {source_kind!r} model cannot initialise a "
+                            f"{target_kind!r} model, which has no {', '.join(dropped)} input")
+    if source.shape[2] != unet.IN_CHANNELS[source_kind] or target_shape[2] != unet.IN_CHANNELS[target_kind]:
+        raise InitFromError(f"{FIRST_CONV}: source {tuple(source.shape)} ({source_kind!r}) -> model "
+                            f"{target_shape} ({target_kind!r}) do not have the kinds' input channels")
+    if source.shape[:2] + source.shape[3:] != target_shape[:2] + target_shape[3:]:
+        raise InitFromError(f"{FIRST_CONV}: source {tuple(source.shape)} -> model {target_shape}")
+
+    def offsets(layout):
+        starts = np.cumsum([0] + [width for _, width in layout])
+        return {name: (int(start), int(start) + width) for (name, width), start in zip(layout, starts)}
+
+    source_at = offsets(source_layout)
+    kernel = np.zeros(target_shape, source.dtype)
+    for name, (start, stop) in offsets(target_layout).items():
+        if name in source_at:
+            kernel[:, :, start:stop] = source[:, :, slice(*source_at[name])]
+    return kernel
 
 
-def merge_pretrained(params: Any, pretrained: Any) -> Any:
+def merge_pretrained(params: Any, pretrained: Any, *, source_kind: str, target_kind: str) -> Any:
     """Copies `pretrained` into a freshly initialised `params` tree.
 
     Args:
       params: the new model's parameters (any sharding; only shapes are read).
       pretrained: the source model's parameters (host or device arrays).
+      source_kind, target_kind: the two models' `config.model.kind`. When
+        they differ (both U-Net kinds), the input convolution is re-laid out
+        by input, with the target's new inputs at zero.
 
     Returns:
       A tree like `params` of numpy float32 arrays.
@@ -73,6 +95,10 @@ def merge_pretrained(params: Any, pretrained: Any) -> Any:
       InitFromError: listing parameters missing from the source or of a shape
         that cannot be adapted.
     """
+    remap = source_kind != target_kind
+    if remap and not (source_kind in unet.INPUT_LAYOUT and target_kind in unet.INPUT_LAYOUT):
+        raise InitFromError(f"config.train.init_from: a {source_kind!r} model cannot initialise a "
+                            f"{target_kind!r} model")
     source = {name: np.asarray(value) for name, value in _flatten(pretrained).items()}
     leaves, treedef = jax.tree_util.tree_flatten(params)
     names = list(_flatten(params))
@@ -80,18 +106,21 @@ def merge_pretrained(params: Any, pretrained: Any) -> Any:
     for name, leaf in zip(names, leaves):
         if name not in source:
             problems.append(f"{name}: not in the source model")
-            continue
-        fitted = _fit(name, tuple(leaf.shape), source[name])
-        if fitted is None:
+            merged.append(None)
+        elif remap and name == FIRST_CONV:
+            merged.append(_first_conv(tuple(leaf.shape), source[name], source_kind, target_kind))
+        elif tuple(source[name].shape) != tuple(leaf.shape):
             problems.append(f"{name}: source {tuple(source[name].shape)} -> model {tuple(leaf.shape)}")
-        merged.append(fitted)
+            merged.append(None)
+        else:
+            merged.append(source[name])
     if problems:
         raise InitFromError("config.train.init_from does not fit the configured model:\n  "
                             + "\n  ".join(problems[:40]))
     return jax.tree_util.tree_unflatten(treedef, [m.astype(np.float32) for m in merged])
 
 
-def load_pretrained(path: str | pathlib.Path) -> Any:
-    """The params of the exported model at `path` (see `resolve_init_from`)."""
-    _, params = checkpoints.load_model(resolve_init_from(path))
-    return params
+def load_pretrained(path: str | pathlib.Path) -> tuple[str, Any]:
+    """(model kind, params) of the exported model at `path` (see `resolve_init_from`)."""
+    config, params = checkpoints.load_model(resolve_init_from(path))
+    return config.model.kind, params

@@ -121,7 +121,9 @@ def _initial_state(run: Run) -> state_lib.TrainState:
                                             run.mesh)
     if config.train.init_from is None:
         return state
-    params = finetune.merge_pretrained(state.params, finetune.load_pretrained(config.train.init_from))
+    source_kind, pretrained = finetune.load_pretrained(config.train.init_from)
+    params = finetune.merge_pretrained(state.params, pretrained, source_kind=source_kind,
+                                       target_kind=config.model.kind)
     params = jax.device_put(params, run.state_shardings.params)
     def with_params(s, p):
         return s.replace(params=p, opt_state=optimizer.init(p), ema_params=tuple(p for _ in s.ema_params))

@@ -1,8 +1,9 @@
-"""init_from: matching params copied, new input channels of the first conv at zero."""
+"""init_from: matching params copied, the first conv re-laid out by input with new inputs at zero."""
 
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -26,7 +27,7 @@ def _random_like(tree, seed=0):
 def test_inpaint_from_base_zero_pads_new_input_channels(make_config):
     base = _random_like(_abstract_params(make_config("base")))
     inpaint_shapes = _abstract_params(make_config("inpaint"))
-    merged = finetune.merge_pretrained(inpaint_shapes, base)
+    merged = finetune.merge_pretrained(inpaint_shapes, base, source_kind="base", target_kind="inpaint")
     first = merged["input_blocks_0_0"]["kernel"]
     assert first.shape[2] == 3 + 4  # noised image + known image + mask
     np.testing.assert_array_equal(first[:, :, :3], base["input_blocks_0_0"]["kernel"])
@@ -38,12 +39,44 @@ def test_inpaint_from_base_zero_pads_new_input_channels(make_config):
     assert equal == len(rest_old) - 1  # everything but the first conv kernel is copied as is
 
 
+def _outputs(config, params, inputs):
+    model = factory.create_model(config)
+    names = {"x", "timesteps", "tokens", "mask"} | set(factory.example_inputs(config, 1))
+    return np.asarray(model.apply({"params": params}, **{k: v for k, v in inputs.items() if k in names}))
+
+
+@pytest.mark.parametrize("source_kind, target_kind", [("base", "inpaint"), ("upsample", "upsample_inpaint")])
+def test_finetuned_model_starts_as_its_source(make_config, source_kind, target_kind):
+    """Whatever the known image and mask, step 0 of the fine-tune computes what the source did;
+    the upsampler's low_res weights follow low_res from channels 3:6 to 7:10."""
+    source_config, target_config = make_config(source_kind), make_config(target_kind)
+    source = _random_like(_abstract_params(source_config), seed=1)
+    merged = finetune.merge_pretrained(_abstract_params(target_config), source, source_kind=source_kind,
+                                       target_kind=target_kind)
+    rng = np.random.default_rng(2)
+    inputs = {k: jnp.asarray(rng.uniform(-1, 1, v.shape).astype(v.dtype)) if v.dtype == jnp.float32 else v
+              for k, v in factory.example_inputs(target_config, 2).items()}
+    inputs["timesteps"] = jnp.array([10, 900], jnp.int32)
+    inputs["mask"] = jnp.ones_like(inputs["mask"])
+    np.testing.assert_allclose(_outputs(target_config, merged, inputs), _outputs(source_config, source, inputs),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_source_inputs_must_have_a_place(make_config):
+    source = _random_like(_abstract_params(make_config("upsample")))
+    with pytest.raises(finetune.InitFromError, match=r"'upsample' model cannot initialise a 'inpaint' model, "
+                                                     r"which has no low_res input"):
+        finetune.merge_pretrained(_abstract_params(make_config("inpaint")), source, source_kind="upsample",
+                                  target_kind="inpaint")
+
+
 def test_mismatched_source_lists_the_parameters(make_config):
     wide = make_config("base")
     wide.model.model_channels = 64
     source = _random_like(_abstract_params(wide))
     with pytest.raises(finetune.InitFromError, match=r"input_blocks_0_0/kernel: source \(3, 3, 3, 64\)"):
-        finetune.merge_pretrained(_abstract_params(make_config("base")), source)
+        finetune.merge_pretrained(_abstract_params(make_config("base")), source, source_kind="base",
+                                  target_kind="base")
 
 
 def test_init_from_reads_export_or_workdir(tmp_path, make_config):
@@ -52,7 +85,8 @@ def test_init_from_reads_export_or_workdir(tmp_path, make_config):
     checkpoints.save_model(tmp_path / "run" / "export", config, params)
     (tmp_path / "run" / "config.json").write_text("{}")  # a workdir's own config is not an export
     for where in (tmp_path / "run", tmp_path / "run" / "export"):
-        loaded = finetune.load_pretrained(where)
+        kind, loaded = finetune.load_pretrained(where)
+        assert kind == "base"
         np.testing.assert_array_equal(loaded["out_conv"]["kernel"], params["out_conv"]["kernel"])
     with pytest.raises(finetune.InitFromError, match="no exported model"):
         finetune.resolve_init_from(tmp_path / "nowhere")
