@@ -119,13 +119,15 @@ def preprocess_example(example, spec: ExampleSpec):
       spec: the output spec.
 
     Returns:
-      {"image": (S, S, 3) float32 in [-1, 1], "caption": string, "drop": bool,
+      {"image": (S, S, 3) float32 in [-1, 1] on the 8-bit grid, "caption": string, "drop": bool,
        "seed": (2,) int64, and "low_res" (s, s, 3) float32 in [-1, 1] when
        spec.low_res_size is set}.
     """
     seed = example["seed"]
     image = tf.io.decode_image(example["image"], channels=3, expand_animations=False)
-    image = resize_and_crop(image, spec.image_size, seed, spec.random_crop)
+    # Back onto the 8-bit grid, as guided-diffusion's PIL resizes leave it: the
+    # t = 0 decoder likelihood scores bins of 2/255 around those values.
+    image = tf.round(resize_and_crop(image, spec.image_size, seed, spec.random_crop))
     if spec.random_flip:
         flip = tf.random.stateless_uniform((), _seed(seed, _FLIP)) < 0.5
         image = tf.cond(flip, lambda: image[:, ::-1], lambda: image)

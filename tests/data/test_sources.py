@@ -67,6 +67,8 @@ def test_folder_skips_corrupt_image_counts_and_names_it(tiny_config, image_folde
     assert unconditional.sum() == 2 and np.all(tokens[unconditional] == tokenizer.pad_token)
     for batch in batches:
         assert batch["image"].shape == (2, 32, 32, 3) and -1 <= batch["image"].min() <= batch["image"].max() <= 1
+        levels = (batch["image"] + 1.0) * 127.5  # resized from 40..80 px, yet on the 8-bit grid
+        np.testing.assert_allclose(levels, np.round(levels), atol=1e-3)
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
