@@ -25,10 +25,16 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.image_size = 64  # resolution of the base model CLIP guides
     config.model.dtype = "float32"  # compute dtype; "bfloat16" for speed
     # config.clip keeps the released values of glide_jax.config.clip_defaults().
-    # Training (the paper gives no noised-CLIP optimizer settings; as the base model).
+    # Training. GLIDE App. B: 390K iterations at batch 32K. The paper gives no
+    # optimizer settings: AdamW at the base model's rate, with a warm-up of our
+    # choosing (large contrastive batches, as OpenAI's CLIP).
     config.optim.learning_rate = 1e-4  # AdamW peak learning rate
     config.optim.warmup_steps = 1000  # linear warm-up
     config.optim.ema_rates = (0.9999,)  # EMA of the weights
-    config.data.batch_size = 2048  # contrastive batch
+    # The contrastive batch: one logits matrix over the whole global batch.
+    # optim.grad_accum_steps > 1 would fit it in less memory but contrast each
+    # micro-batch only with itself, so scale devices before accumulating.
+    config.data.batch_size = 32_768
+    config.train.num_steps = 390_000
     config.train.sample_every = None  # a CLIP has no samples of its own
     return config_lib.validate(config_lib.validate_clip(config))

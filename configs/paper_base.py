@@ -38,9 +38,12 @@ def get_config() -> ml_collections.ConfigDict:
     t.xf_layers = 24  # GLIDE §4: 24 residual blocks
     t.xf_heads = 32  # 64 channels per head
     config.diffusion.noise_schedule = "squaredcos_cap_v2"  # cosine schedule, 1000 steps
-    # Training (GLIDE §4; optimizer settings as ADM's 64 px models).
-    config.optim.learning_rate = 1e-4  # AdamW peak learning rate
-    config.optim.warmup_steps = 1000  # linear warm-up
+    # Training (GLIDE §4). The paper gives no optimizer settings; these are
+    # guided-diffusion's TrainLoop defaults, which have no warm-up and no
+    # gradient clipping (add --config.optim.grad_clip_norm=1.0 for a safety net).
+    config.optim.learning_rate = 1e-4  # AdamW, constant
+    config.optim.warmup_steps = 0  # no warm-up
+    config.optim.grad_clip_norm = None  # no clipping
     config.optim.ema_rates = (0.9999,)  # EMA of the weights used for sampling
     config.data.batch_size = 2048  # GLIDE §4: base model batch size
     config.train.num_steps = 2_500_000  # GLIDE §4: 2.5M iterations

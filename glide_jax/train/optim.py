@@ -1,9 +1,11 @@
 """AdamW with warm-up and decay, gradient clipping, and EMA (config.optim).
 
-GLIDE trained its models with AdamW at a constant learning rate after warm-up
-and sampled from exponential moving averages of the weights (rate 0.9999,
-as in improved DDPM / ADM). Several EMA rates can be tracked at once; the
-first one in `config.optim.ema_rates` is the one exported for sampling.
+GLIDE does not state its optimizer. The GLIDE presets take guided-diffusion's
+TrainLoop defaults: AdamW at a constant 1e-4, no warm-up, no clipping, and
+sampling from an exponential moving average of the weights (rate 0.9999).
+Warm-up, decay and clipping are here for the small presets and for users who
+want them. Several EMA rates can be tracked at once; the first one in
+`config.optim.ema_rates` is the one exported for sampling.
 """
 
 from __future__ import annotations
