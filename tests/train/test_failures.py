@@ -24,6 +24,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
     ("optim.grad_accum_steps", 3, "must divide data.batch_size"),
     ("train.sample_sampler", "euler", "config.train.sample_sampler"),
     ("mesh.fsdp", 0, "config.mesh.fsdp"),
+    ("model.dtype", "float16", "config.model.dtype = 'float16': training in float16 needs loss scaling"),
 ])
 def test_bad_value_fails_before_anything_runs(make_config, tmp_path, key, value, message):
     config = make_config("base")
