@@ -41,6 +41,7 @@ IMAGE_CHANNEL_STDS = (68.50053285, 66.63215831, 70.32316309)
 # The reference's attention works on contexts padded to multiples of this.
 ATTENTION_BLOCK_SIZE = 32
 MASK_VALUE = -1e10
+MAX_LOGIT_SCALE = math.log(100.0)  # the scale is capped at 100, as CLIP's
 
 Dtype = Any
 
@@ -66,6 +67,12 @@ def attention_bias(n_context: int, causal: bool) -> np.ndarray:
     if causal:
         allowed &= np.tri(padded, dtype=bool)
     return np.where(allowed, 0.0, MASK_VALUE).astype(np.float32)
+
+
+def logit_scale_value(log_scale: jax.Array) -> jax.Array:
+    """exp(log_scale) capped at 100: the similarity scale training and guidance both use
+    (the released CLIP's is exactly 100)."""
+    return jnp.exp(jnp.minimum(log_scale, MAX_LOGIT_SCALE))
 
 
 class LayerNorm(nn.Module):
@@ -384,12 +391,12 @@ class NoisedCLIP(nn.Module):
         return l2_normalize(self.text_encoder(tokens, lens))
 
     def guidance_loss(self, x: jax.Array, t: jax.Array, text_emb: jax.Array) -> jax.Array:
-        """exp(logit_scale) * sum(text_emb * f(x, t)), a float32 scalar.
+        """scale * sum(text_emb * f(x, t)), a float32 scalar (scale: `logit_scale_value`).
 
         text_emb is (B, n_embd) (or (1, n_embd), broadcast), from `text_embeddings`.
         """
         image_emb = self.image_embeddings(x, t)
-        return jnp.exp(self.logit_scale) * jnp.sum(text_emb * image_emb)
+        return logit_scale_value(self.logit_scale) * jnp.sum(text_emb * image_emb)
 
     def __call__(self, x: jax.Array, t: jax.Array, tokens: jax.Array,
                  lens: jax.Array) -> dict[str, jax.Array]:

@@ -19,7 +19,6 @@ All metrics are batch means (float32 scalars).
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -28,9 +27,9 @@ import jax.numpy as jnp
 import ml_collections
 
 from glide_jax.config import INPAINT_KINDS, UPSAMPLE_KINDS
+from glide_jax.models import clip as clip_lib
 
 LossFn = Callable[[Any, dict[str, jax.Array], jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
-MAX_LOGIT_SCALE = math.log(100.0)
 
 
 def model_conditioning(kind: str, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
@@ -123,7 +122,7 @@ def clip_loss_fn(config: ml_collections.ConfigDict, model: nn.Module, diffusion:
         model_t = diffusion.original_timesteps(t)  # the CLIP embeds original step indices
         lens = jnp.sum(batch["mask"].astype(jnp.int32), axis=-1)
         out = model.apply({"params": params}, x_t, model_t, batch["tokens"], lens)
-        scale = jnp.exp(jnp.minimum(out["logit_scale"], MAX_LOGIT_SCALE))
+        scale = clip_lib.logit_scale_value(out["logit_scale"])
         logits = scale * (out["image_emb"] @ out["text_emb"].T)
         labels = jnp.arange(image.shape[0])
         image_to_text = -jnp.mean(jax.nn.log_softmax(logits, axis=1)[labels, labels])

@@ -96,6 +96,20 @@ def test_cond_fn_jits_and_matches_reference_gradient(reference):
                                rtol=1e-4, atol=1e-4)
 
 
+
+def test_guidance_caps_the_scale_as_training_does(reference):
+    """A trained CLIP whose logit scale drifted past log(100) guides with 100, the scale its loss saw."""
+    config, variables, io = reference
+    model = clip.create_clip(config)
+    x, t = _nhwc(io["cond_x"]), jnp.asarray(io["cond_t"], jnp.int32)
+    text_emb = model.apply(variables, *_text_inputs(io), method="text_embeddings")
+    drifted = jax.tree_util.tree_map(lambda v: v, variables)
+    drifted["params"]["logit_scale"] = jnp.float32(math.log(150.0))
+    loss, capped = (model.apply(v, x, t, text_emb, method="guidance_loss") for v in (variables, drifted))
+    np.testing.assert_allclose(capped, loss, rtol=1e-6)
+    assert float(clip.logit_scale_value(jnp.float32(math.log(50.0)))) == pytest.approx(50.0, rel=1e-6)
+
+
 def test_bfloat16_compute_stays_close_to_float32(reference):
     config, variables, io = reference
     bf16 = config_lib.clip_config_from_glide(config.clip.to_dict())
