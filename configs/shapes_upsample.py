@@ -1,6 +1,7 @@
-"""A tiny GLIDE upsampler on glide_shapes: 16 px -> 64 px (GLIDE's x4 stage, shrunk).
+"""A tiny GLIDE upsampler on glide_shapes: 32 px -> 64 px, the second stage of the
+shapes cascade (shapes_base makes 32 px images; GLIDE's stage is x4, 64 -> 256).
 
-The super-resolution U-Net sees the noised 64 px image and the 16 px image,
+The super-resolution U-Net sees the noised 64 px image and the 32 px image,
 upsampled and concatenated as three extra input channels (the data pipeline
 makes the low-resolution copy by area downsampling), plus the caption. It
 uses the linear noise schedule, as GLIDE's upsampler does.
@@ -10,7 +11,11 @@ uses the linear noise schedule, as GLIDE's upsampler does.
 Expected: glide_shapes is built at 64 px on first use, the loss falls below
 about 0.1 within a few hundred steps (the low-resolution input gives most of
 the picture away), and samples/ shows sharp-edged shapes matching the blurry
-inputs. About 20 minutes on a 2-core CPU for the default 1000 steps.
+inputs. About 20 minutes on a 2-core CPU for the default 1000 steps. Then
+the two shapes presets sample as a cascade:
+
+  python sample.py --base runs/shapes_base --upsample runs/shapes_upsample \
+      --prompt "a large red circle in the center" --out out/
 """
 
 import ml_collections
@@ -47,7 +52,7 @@ def get_config() -> ml_collections.ConfigDict:
     data.shapes_resolution = 64  # render at the output size
     data.shapes_train_size = 10_000  # scenes in the train split
     data.shuffle_buffer = 2_000  # examples in the shuffle buffer
-    data.low_res_size = 16  # the upsampler's input size (x4)
+    data.low_res_size = 32  # the upsampler's input size: shapes_base's output (x2)
     o = config.optim
     o.learning_rate = 1e-3  # a small model learns fast at a high rate
     o.warmup_steps = 100  # linear warm-up

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import zipfile
 from typing import Any, Mapping
 
 import flax.linen as nn
@@ -108,6 +109,10 @@ def load_model(directory: str | pathlib.Path) -> tuple[ml_collections.ConfigDict
     path = directory / PARAMS_FILE
     if not path.is_file():
         raise CheckpointError(f"exported checkpoint params {path} does not exist")
-    with np.load(path, allow_pickle=False) as data:
-        flat = {key: data[key] for key in data.files}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            flat = {key: data[key] for key in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # truncated or not an .npz
+        raise CheckpointError(f"exported checkpoint params {path} cannot be read ({exc}); "
+                              f"it may be truncated: export it again") from None
     return config, traverse_util.unflatten_dict(flat, sep=_SEP)

@@ -46,7 +46,8 @@ def low_res_size(config: ml_collections.ConfigDict) -> int | None:
     output as in GLIDE's 64 -> 256); None for the kinds that take none."""
     if config.model.kind not in UPSAMPLE_KINDS:
         return None
-    return int(config.data.low_res_size or max(config.model.image_size // 4, 1))
+    data = config.get("data")  # sampling keeps only the network sections
+    return int((data and data.get("low_res_size")) or max(config.model.image_size // 4, 1))
 
 
 def text_length(config: ml_collections.ConfigDict) -> int:

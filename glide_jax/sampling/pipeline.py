@@ -65,6 +65,8 @@ class LoadedModel:
       module: the Flax module built from it.
       variables: {"params": tree}, replicated over the mesh.
       tokenizer: the tokenizer of its text encoder.
+      low_res_size: for an upsampler, the side of the low-resolution images it
+        was trained on (`config.low_res_size` of its training config).
     """
 
     path: pathlib.Path
@@ -73,6 +75,7 @@ class LoadedModel:
     module: Any
     variables: Any
     tokenizer: Any
+    low_res_size: int | None = None
 
     @property
     def kind(self) -> str:
@@ -130,7 +133,7 @@ def _read_checkpoint(path: pathlib.Path, role: str):
         wanted = " or ".join(repr(k) for k in ROLE_KINDS[role])
         raise SamplingError(f"{flag} checkpoint {path} holds a {kind!r} model (config.json model.kind); "
                             f"{flag} needs {wanted}")
-    return config, params
+    return config, params, config_lib.low_res_size(stored)
 
 
 def _check_params(module, config, params, what: str) -> None:
@@ -178,7 +181,7 @@ def load_model(path: str | pathlib.Path, role: str, mesh, dtype: str | None = No
     `dtype` overrides the compute dtype (config.model.dtype); params stay float32.
     """
     path = resolve_checkpoint(path)
-    config, params = _read_checkpoint(path, role)
+    config, params, low_res_size = _read_checkpoint(path, role)
     if dtype is not None:
         config.model.dtype = dtype
         try:
@@ -190,7 +193,7 @@ def load_model(path: str | pathlib.Path, role: str, mesh, dtype: str | None = No
     _check_params(module, config, params, what)
     tokenizer = _tokenizer(config, what)
     variables = jax.device_put(stages.as_variables(params), batching.replicated(mesh))
-    return LoadedModel(path, role, config, module, variables, tokenizer)
+    return LoadedModel(path, role, config, module, variables, tokenizer, low_res_size)
 
 
 def load_pipeline(base: str | pathlib.Path, upsample: str | pathlib.Path | None = None,
@@ -246,6 +249,10 @@ class Pipeline:
             if self.upsampler.kind != wanted:
                 raise SamplingError(f"{self.upsampler.what} is a {self.upsampler.kind!r} model but the base "
                                     f"model is {self.base.kind!r}; it needs a {wanted!r} upsampler")
+            low, made = self.upsampler.low_res_size, self.base.module.image_size
+            if low is not None and low != made:
+                raise SamplingError(f"{self.upsampler.what} was trained to upsample {low} px images "
+                                    f"(data.low_res_size) but the base model makes {made} px")
         if self.clip is not None and self.clip.config.clip.image_size != self.base.module.image_size:
             raise SamplingError(f"{self.clip.what} sees {self.clip.config.clip.image_size} px images but the "
                                 f"base model makes {self.base.module.image_size} px")

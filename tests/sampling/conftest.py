@@ -29,6 +29,7 @@ def tiny_unet_config(kind: str, size: int):
     t.text_ctx, t.xf_width, t.xf_layers, t.xf_heads = 8, 32, 1, 2
     if kind.startswith("upsample"):
         config.diffusion.noise_schedule = "linear"
+        config.data.low_res_size = BASE_SIZE  # a cascade: upsamples the base model's output
     return config_lib.validate(config)
 
 

@@ -1,5 +1,7 @@
 """The sampling pipeline end to end on tiny checkpoints (glide_jax.sampling.pipeline)."""
 
+import shutil
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +10,7 @@ import pytest
 from glide_jax.diffusion import create_gaussian_diffusion
 from glide_jax.sampling import SamplingError, load_pipeline, stages
 from glide_jax.sampling.errors import PromptTruncatedWarning
+from tests.sampling.conftest import UP_SIZE, save_tiny, tiny_unet_config
 
 SETTINGS = {"steps": "4", "batch_size": 8}
 PROMPTS = ["a red circle", "a blue square", "two green stars"]
@@ -102,6 +105,15 @@ def test_checkpoint_errors_name_the_problem(tiny_checkpoints, tmp_path):
         load_pipeline(tiny_checkpoints["inpaint"], upsample=tiny_checkpoints["upsample"])
     with pytest.raises(SamplingError, match="cannot load --clip checkpoint"):
         load_pipeline(tiny_checkpoints["base"], clip=tmp_path)
+    other = tiny_unet_config("upsample", UP_SIZE)
+    other.data.low_res_size = 8
+    with pytest.raises(SamplingError, match=r"trained to upsample 8 px images \(data.low_res_size\) but the base "
+                                            r"model makes 16 px"):
+        load_pipeline(tiny_checkpoints["base"], upsample=save_tiny(tmp_path / "up8", other))
+    truncated = shutil.copytree(tiny_checkpoints["base"], tmp_path / "truncated")
+    (truncated / "params.npz").write_bytes((truncated / "params.npz").read_bytes()[:1000])
+    with pytest.raises(SamplingError, match=r"cannot load --base checkpoint .*truncated: .*params.npz"):
+        load_pipeline(truncated)
 
 
 def test_inpainting_needs_its_inputs(tiny_checkpoints, base_pipe):
@@ -115,8 +127,6 @@ def test_inpainting_needs_its_inputs(tiny_checkpoints, base_pipe):
 
 
 def test_a_training_workdir_resolves_to_its_export(tiny_checkpoints, tmp_path):
-    import shutil
-
     shutil.copytree(tiny_checkpoints["base"], tmp_path / "workdir" / "export")
     pipe = load_pipeline(tmp_path / "workdir")
     assert pipe.base.path == tmp_path / "workdir" / "export" and pipe.image_size == 16
@@ -124,8 +134,6 @@ def test_a_training_workdir_resolves_to_its_export(tiny_checkpoints, tmp_path):
 
 def test_checkpoint_config_from_another_version_loads(tiny_checkpoints, tmp_path):
     import json
-    import shutil
-
     ckpt = shutil.copytree(tiny_checkpoints["base"], tmp_path / "old")
     config = json.loads((ckpt / "config.json").read_text())
     del config["model"]["remat"]  # a field added later: gets its default
