@@ -24,6 +24,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
+from glide_jax.config import ConfigError
 from glide_jax.data import shapes
 from glide_jax.data.tf_env import import_tfds
 
@@ -159,15 +160,15 @@ def list_folder(source: str | os.PathLike) -> list[tuple[pathlib.Path, str]]:
             if line.strip():
                 row = json.loads(line)
                 if "path" not in row:
-                    raise ValueError(f"{source}:{line_no}: a JSONL row needs a 'path' key, got {sorted(row)}")
+                    raise ConfigError(f"{source}:{line_no}: a JSONL row needs a 'path' key, got {sorted(row)}")
                 rows.append(row)
     elif source.suffix.lower() == ".csv":
         with source.open(newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
         if rows and "path" not in rows[0]:
-            raise ValueError(f"{source}: the CSV header must name 'path' and 'caption' columns")
+            raise ConfigError(f"{source}: the CSV header must name 'path' and 'caption' columns")
     else:
-        raise ValueError(f"config.data.folder_path = {str(source)!r}: expected a directory, .jsonl or .csv")
+        raise ConfigError(f"config.data.folder_path = {str(source)!r}: expected a directory, .jsonl or .csv")
     base = source.parent
     pairs = [(base / row["path"], (row.get("caption") or "").strip()) for row in rows]
     return sorted(pairs, key=lambda pair: str(pair[0]))
@@ -252,7 +253,7 @@ class ImageFolderCaptions(tfds.core.GeneratorBasedBuilder):
         cfg = self.builder_config
         pairs = list_folder(cfg.source)
         if not pairs:
-            raise ValueError(f"config.data.folder_path = {cfg.source!r}: no images found")
+            raise ConfigError(f"config.data.folder_path = {cfg.source!r}: no images found")
         splits = {"train": [p for p in pairs if not _is_validation(p[0], cfg.validation_fraction)]}
         if cfg.validation_fraction > 0:
             splits["validation"] = [p for p in pairs if _is_validation(p[0], cfg.validation_fraction)]

@@ -76,8 +76,8 @@ class InputPipeline:
     def __init__(self, config, *, split, mesh, data_axes, seed, batch_size, process_index, process_count,
                  tokenizer, num_epochs):
         if batch_size % process_count:
-            raise ValueError(f"batch size {batch_size} (config.data.batch_size) is not divisible by the "
-                             f"{process_count} hosts")
+            raise config_lib.ConfigError(f"config.data.batch_size = {batch_size}: not divisible by the "
+                                         f"{process_count} hosts")
         self.split, self.seed, self.num_epochs = split, int(seed), num_epochs
         self.process_index, self.process_count = process_index, process_count
         self.global_batch_size, self.host_batch_size = batch_size, batch_size // process_count
@@ -90,14 +90,15 @@ class InputPipeline:
         self._captions = preprocess.CaptionTokenizer(tokenizer, self._text_ctx)
         self._host = sources.load_host_split(config.data, split, process_index, process_count)
         if self._host.num_examples < self.host_batch_size:
-            raise ValueError(f"split {self._host.name!r} has {self._host.num_examples} examples per host, fewer "
-                             f"than the host batch size {self.host_batch_size}")
+            raise config_lib.ConfigError(f"config.data.batch_size = {batch_size}: split {self._host.name!r} has "
+                                         f"only {self._host.num_examples} examples per host, fewer than the host "
+                                         f"batch size {self.host_batch_size}")
         self._sharding = None if mesh is None else batch_sharding(mesh, data_axes)
         if self._sharding is not None:
             shards = math.prod(mesh.shape[a] for a in data_axes if a in mesh.axis_names)
             if batch_size % shards:
-                raise ValueError(f"batch size {batch_size} is not divisible by the {shards} shards of mesh axes "
-                                 f"{tuple(data_axes)}")
+                raise config_lib.ConfigError(f"config.data.batch_size = {batch_size}: not divisible by the {shards} "
+                                             f"shards of mesh axes {tuple(data_axes)} (see config.mesh)")
         self._position = 0
         self._start(0)
 
@@ -186,7 +187,7 @@ class InputPipeline:
         """Continues from a `state()`: the next batch is the one that followed it.
 
         Raises:
-          ValueError if the state comes from a different split, seed, batch
+          ConfigError if the state comes from a different split, seed, batch
           size, host count or dataset size (the order would not match).
         """
         if state.get("format") != STATE_FORMAT:
@@ -194,8 +195,9 @@ class InputPipeline:
         mine = self.state()
         for key in ("split", "seed", "global_batch_size", "process_count", "examples_per_host"):
             if state.get(key) != mine[key]:
-                raise ValueError(f"input pipeline state has {key}={state.get(key)!r} but this pipeline has "
-                                 f"{mine[key]!r}; resuming would not reproduce the batch order")
+                raise config_lib.ConfigError(f"the checkpoint's input pipeline has {key}={state.get(key)!r} but "
+                                             f"this one has {mine[key]!r}; resuming would not reproduce the "
+                                             f"batch order (use the checkpoint's settings or a fresh --workdir)")
         self._start(int(state["batches"]))
 
 

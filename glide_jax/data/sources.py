@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from glide_jax.config import ConfigError
 from glide_jax.data.tf_env import import_tensorflow, import_tfds
 
 tf = import_tensorflow()
@@ -45,7 +46,7 @@ def _get_nested(example: dict, key: str, config_key: str):
     for part in key.split("/"):
         if not isinstance(node, dict) or part not in node:
             found = sorted(node) if isinstance(node, dict) else type(node).__name__
-            raise KeyError(f"config.data.{config_key} = {key!r}: feature {part!r} not found; available: {found}")
+            raise ConfigError(f"config.data.{config_key} = {key!r}: feature {part!r} not found; available: {found}")
         node = node[part]
     return node
 
@@ -59,7 +60,7 @@ def make_builder(data_config):
     if data_config.dataset == "folder":
         return builders.ImageFolderCaptions(config=builders.image_folder_config(data_config),
                                             data_dir=data_config.data_dir)
-    raise ValueError(f"config.data.dataset = {data_config.dataset!r} has no local builder")
+    raise ConfigError(f"config.data.dataset = {data_config.dataset!r} has no local builder")
 
 
 def _host_split_name(split: str, splits, process_index: int, process_count: int, where: str) -> str:
@@ -110,7 +111,7 @@ def load_host_split(data_config, split: str, process_index: int, process_count: 
     _get_nested(ds.element_spec, image_key, "image_key")
     text_spec = _get_nested(ds.element_spec, text_key, "text_key")
     if not isinstance(text_spec, tf.TensorSpec) or text_spec.dtype != tf.string or text_spec.shape.rank > 1:
-        raise ValueError(f"config.data.text_key = {text_key!r}: expected a string or list of strings, got {text_spec}")
+        raise ConfigError(f"config.data.text_key = {text_key!r}: expected a string or list of strings, got {text_spec}")
     ds = ds.map(lambda ex: {"image": _get_nested(ex, image_key, "image_key"),
                             "caption": _get_nested(ex, text_key, "text_key")})
     return HostSplit(ds, int(info.splits[name].num_examples), name)

@@ -14,18 +14,24 @@ coordinates the hosts of a multi-host run; each writes its own shards.
 
 Before restoring, `check_compatible` compares the stored config and the
 stored array shapes with the current model and raises ArchitectureMismatch
-listing the differences, instead of failing deep inside a shape error.
+listing the differences, instead of failing deep inside a shape error;
+`check_resumable` refuses a changed batch order and warns about settings
+that change the training from there on (the learning rate at the step).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 from typing import Any
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+
+from glide_jax import config as config_lib
+from glide_jax.train import optim
 
 # Config keys that do not change the parameter tree (safe to change on resume).
 NON_ARCHITECTURE_KEYS = frozenset({"model.dropout", "model.dtype", "model.remat",
@@ -78,6 +84,54 @@ def config_differences(stored: dict[str, Any], config: ml_collections.ConfigDict
             if name not in NON_ARCHITECTURE_KEYS and old.get(key) != new.get(key):
                 diffs.append(f"{name}: checkpoint {old.get(key)!r} -> config {new.get(key)!r}")
     return diffs
+
+
+# Settings a resumed run must share with its checkpoint: the input pipeline
+# replays the batch order from them.
+DATA_ORDER_KEYS = ("data.batch_size", "train.seed")
+# Settings that change what training does from the resumed step on.
+TRAINING_KEYS = ("diffusion.noise_schedule", "diffusion.steps", "diffusion.timestep_respacing",
+                 "data.caption_dropout", "data.dataset")
+
+
+def _value(tree: dict[str, Any], key: str) -> Any:
+    section, name = key.split(".")
+    return tree.get(section, {}).get(name)
+
+
+def check_resumable(stored: dict[str, Any], config: ml_collections.ConfigDict, step: int) -> list[str]:
+    """What resuming the run of `stored` (its config.json) at `step` with `config` changes.
+
+    Returns:
+      Warnings, one line each: a learning rate at `step` that differs from the
+      one the checkpoint's run would use (say, a longer train.num_steps
+      re-stretching a decay) and changed diffusion or data settings.
+
+    Raises:
+      ConfigError: if a setting the batch order depends on changed.
+    """
+    current = config_to_dict(config)
+    for key in DATA_ORDER_KEYS:
+        old, new = _value(stored, key), _value(current, key)
+        if old is not None and old != new:
+            raise config_lib.ConfigError(
+                f"config.{key} = {new!r}, but the checkpoint's run used {old!r}; the input pipeline resumes "
+                f"only with the same value (use it, or a fresh --workdir)")
+    warnings = [f"config.{key} changes from {_value(stored, key)!r} to {_value(current, key)!r}"
+                for key in TRAINING_KEYS if key in _flat(stored) and _value(stored, key) != _value(current, key)]
+    try:
+        old_optim = ml_collections.ConfigDict(stored["optim"])
+        old_rate = float(optim.learning_rate_schedule(old_optim, int(stored["train"]["num_steps"]))(step))
+    except (KeyError, TypeError, ValueError):  # a config.json from another version: no comparison
+        return warnings
+    new_rate = float(optim.learning_rate_schedule(config.optim, int(config.train.num_steps))(step))
+    if not math.isclose(old_rate, new_rate, rel_tol=1e-6, abs_tol=1e-12):
+        changed = [f"{key} {_value(stored, key)!r} -> {_value(current, key)!r}"
+                   for key in ("train.num_steps", "optim.learning_rate", "optim.schedule", "optim.warmup_steps",
+                               "optim.end_learning_rate_factor") if _value(stored, key) != _value(current, key)]
+        warnings.append(f"the learning rate at step {step} jumps from {old_rate:.3g} to {new_rate:.3g} "
+                        f"({', '.join(changed)}): the schedule is rebuilt from the new settings")
+    return warnings
 
 
 def _path_name(path) -> str:
@@ -150,6 +204,11 @@ class Checkpointer:
         """Starts saving `state` and the JSON-able `data_state` as checkpoint `step`."""
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                         data=ocp.args.JsonSave(data_state)), force=True)
+
+    def stored_config(self) -> dict[str, Any] | None:
+        """The run's config.json as written by `write_config`, or None if there is none."""
+        path = self.workdir / "config.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
     def check_compatible(self, step: int, config: ml_collections.ConfigDict, abstract_state: Any) -> None:
         """Raises ArchitectureMismatch if checkpoint `step` cannot load into this model."""

@@ -57,12 +57,19 @@ class TrainingStopped(Exception):
     Attributes:
       step: the step saved; the same command resumes from it.
       signum: the signal received (on a host that received none, SIGTERM).
+      started: False if the signal came while the run was being set up, so
+        there was nothing new to save.
     """
 
-    def __init__(self, step: int, signum: int):
-        self.step, self.signum = step, signum
+    def __init__(self, step: int, signum: int, started: bool = True):
+        self.step, self.signum, self.started = step, signum, started
         name = signal.Signals(signum).name
-        super().__init__(f"stopped by {name} after saving step {step}; run the same command to resume")
+        if started:
+            message = f"stopped by {name} after saving step {step}; run the same command to resume"
+        else:
+            message = (f"stopped by {name} while setting up, before training from step {step}; nothing new "
+                       f"to save; run the same command to go on")
+        super().__init__(message)
 
     @property
     def exit_code(self) -> int:
@@ -148,14 +155,22 @@ def restore_or_initialize(run: Run) -> tuple[state_lib.TrainState, dict | None]:
     """
     latest = run.checkpointer.latest_step()
     if latest is not None:
-        run.checkpointer.check_compatible(latest, run.config, run.abstract_state)
+        check_resume(run, latest)
         state, data_state = run.checkpointer.restore(latest, run.abstract_state)
         log.info("resumed from step %d", latest)
     else:
         state, data_state = _initial_state(run), None
-    if run.is_primary:
-        checkpointing.write_config(run.workdir, run.config)
     return state, data_state
+
+
+def check_resume(run: Run, step: int) -> None:
+    """Before restoring checkpoint `step`: it must fit the model and the batch order (errors);
+    changed training settings are logged as warnings."""
+    run.checkpointer.check_compatible(step, run.config, run.abstract_state)
+    stored = run.checkpointer.stored_config()
+    if stored is not None:
+        for warning in checkpointing.check_resumable(stored, run.config, step):
+            log.warning("resuming at step %d: %s", step, warning)
 
 
 def _flush(pending: list, writer: metrics_lib.MetricsWriter, step: int, last_saved: int | None) -> dict:
@@ -197,8 +212,6 @@ def _train_loop(run: Run, state: Any, pipeline: Any, writer: metrics_lib.Metrics
     """Trains to num_steps: (state, last metrics row, the step saved if a stop signal ended it, else None)."""
     cfg = run.config.train
     step = int(jax.device_get(state.step))
-    if step >= cfg.num_steps:
-        return state, {}, None
     grid_maker, first = _grid_maker(run, pipeline)
     base_key = np.asarray(jax.device_get(state.rng))
     fold = jax.jit(jax.random.fold_in)
@@ -255,25 +268,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     runtime.maybe_initialize_distributed(config)
     from glide_jax.data import create_input_pipeline  # TensorFlow: imported only to train
 
-    run = build_run(config, workdir)
-    try:
-        state, data_state = restore_or_initialize(run)
-        data_axes = nn.logical_to_mesh_axes(("batch",), sharding_lib.logical_rules(config.mesh))[0]
-        data_axes = (data_axes,) if isinstance(data_axes, str) else tuple(data_axes or ())
-        pipeline = create_input_pipeline(config, split="train", mesh=run.mesh, data_axes=data_axes,
-                                         seed=int(config.train.seed))
-        if data_state is not None:
-            pipeline.restore(data_state)
-        writer = metrics_lib.MetricsWriter(run.workdir, int(config.train.num_steps), int(jax.device_get(state.step)),
-                                           int(config.data.batch_size), enabled=run.is_primary,
-                                           progress_bar=bool(config.train.progress_bar))
+    # Signals are caught from here on: a Ctrl-C while compiling ends the run cleanly too.
+    with runtime.StopSignal() as stop:
+        run = build_run(config, workdir)
         try:
-            with runtime.StopSignal() as stop:
+            if run.checkpointer.latest_step() is None and config.train.init_from is not None:
+                finetune.resolve_init_from(config.train.init_from)  # a bad path fails before any compile
+            data_axes = nn.logical_to_mesh_axes(("batch",), sharding_lib.logical_rules(config.mesh))[0]
+            data_axes = (data_axes,) if isinstance(data_axes, str) else tuple(data_axes or ())
+            pipeline = create_input_pipeline(config, split="train", mesh=run.mesh, data_axes=data_axes,
+                                             seed=int(config.train.seed))
+            state, data_state = restore_or_initialize(run)
+            if data_state is not None:
+                pipeline.restore(data_state)
+            step = int(jax.device_get(state.step))
+            if step >= config.train.num_steps:
+                log.warning("the checkpoint is at step %d, which train.num_steps = %d does not exceed: nothing "
+                            "to train (raise --config.train.num_steps to go on)", step, config.train.num_steps)
+                return {}
+            if run.is_primary:  # only once the checkpoint and the data position are known to fit
+                checkpointing.write_config(run.workdir, run.config)
+            if stop.requested():
+                raise TrainingStopped(step, stop.received or signal.SIGTERM, started=False)
+            writer = metrics_lib.MetricsWriter(run.workdir, int(config.train.num_steps), step,
+                                               int(config.data.batch_size), enabled=run.is_primary,
+                                               progress_bar=bool(config.train.progress_bar))
+            try:
                 _, row, stopped_at = _train_loop(run, state, pipeline, writer, stop)
+            finally:
+                writer.close()
         finally:
-            writer.close()
-    finally:
-        run.checkpointer.close()  # lets in-flight saves (of good states) finish
+            run.checkpointer.close()  # lets in-flight saves (of good states) finish
     if stopped_at is not None:
         raise TrainingStopped(stopped_at, stop.received or signal.SIGTERM)
     return row

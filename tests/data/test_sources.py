@@ -118,7 +118,7 @@ def test_catalogue_dataset_through_tfds_load(tiny_config, data_dir):
         assert [int(c.split()[1]) for c in caps] == levels.tolist()
     assert sorted(data.iter_captions(config)) == sorted(f"example {i} caption {j}" for i in range(12) for j in range(3))
     bad = tiny_config(dataset="tfds", tfds_name="tiny_captions", text_key="captions/words")
-    with pytest.raises(KeyError, match="config.data.text_key"):
+    with pytest.raises(config_lib.ConfigError, match="config.data.text_key"):
         data.create_input_pipeline(bad, seed=0)
 
 

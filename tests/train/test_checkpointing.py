@@ -26,3 +26,26 @@ def test_single_process_save_of_replicated_arrays_compiles_nothing(tmp_path, cap
     restored, data = checkpointing.Checkpointer(tmp_path, keep=1).restore(1, state)
     np.testing.assert_array_equal(np.asarray(restored["bias"]), np.arange(16))
     assert data == {"position": 3}
+
+
+def test_resuming_with_other_settings_warns_or_refuses():
+    import pytest
+
+    from glide_jax import config as config_lib
+
+    config = config_lib.base_config()
+    config.optim.schedule, config.optim.warmup_steps, config.train.num_steps = "cosine", 10, 1000
+    stored = checkpointing.config_to_dict(config)
+    assert checkpointing.check_resumable(stored, config, 999) == []
+    longer = config.copy_and_resolve_references()
+    longer.train.num_steps = 3000  # the cosine decay is re-stretched: the rate climbs back up
+    longer.diffusion.noise_schedule = "linear"
+    warnings = checkpointing.check_resumable(stored, longer, 999)
+    assert "config.diffusion.noise_schedule changes from 'squaredcos_cap_v2' to 'linear'" in warnings
+    assert any(w.startswith("the learning rate at step 999 jumps from 2.5e-10 to 7.53e-05 (train.num_steps 1000 "
+                            "-> 3000)") for w in warnings), warnings
+    other_batch = config.copy_and_resolve_references()
+    other_batch.data.batch_size = 7
+    with pytest.raises(config_lib.ConfigError, match=r"config\.data\.batch_size = 7, but the checkpoint's run "
+                                                     r"used 64"):
+        checkpointing.check_resumable(stored, other_batch, 999)
