@@ -17,6 +17,7 @@ offending key. Loading a config has no side effects.
 from __future__ import annotations
 
 import importlib.util
+import math
 import pathlib
 from typing import Any, Mapping
 
@@ -473,11 +474,11 @@ def validate_sample(config) -> None:
         _check_choice(config, key, ("ddpm", "ddim"))
     for key in ("sample.guidance_scale", "sample.clip_guidance_scale"):
         value = _get(config, key)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-            _fail(key, value, "must be a non-negative number")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < math.inf:
+            _fail(key, value, "must be a finite non-negative number")
     temp = _get(config, "sample.upsample_temp")
-    if not isinstance(temp, (int, float)) or isinstance(temp, bool) or temp <= 0:
-        _fail("sample.upsample_temp", temp, "must be a positive number")
+    if not isinstance(temp, (int, float)) or isinstance(temp, bool) or not 0 < temp < math.inf:
+        _fail("sample.upsample_temp", temp, "must be a finite positive number")
     _check_positive_int(config, "sample.batch_size")
     seed = _get(config, "sample.seed")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:

@@ -99,6 +99,8 @@ def space_timesteps(num_timesteps: int, spec: str | Sequence[int] | None) -> tup
         counts = [_parse_count(part, spec) for part in spec.split(",")]
     else:
         counts = [int(c) for c in spec]
+    if sum(counts) < 1:
+        raise ValueError(f"timestep respacing {spec!r} keeps no step; give at least 1")
     return _section_steps(num_timesteps, counts)
 
 

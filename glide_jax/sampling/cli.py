@@ -96,14 +96,32 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
     return prompts
 
 
+def prepare_out_dir(out_dir: pathlib.Path) -> None:
+    """Creates --out before any sampling, so that a bad path fails at once."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SamplingError(f"--out {out_dir}: cannot create the output directory ({exc})") from None
+
+
+def _numbered_pngs(out_dir: pathlib.Path) -> list[pathlib.Path]:
+    return [p for p in out_dir.glob("*.png") if p.stem.isdigit()]
+
+
 def write_outputs(out_dir: pathlib.Path, images, settings: dict, grid_cols: int | None = None) -> list[pathlib.Path]:
-    """Writes one PNG per image, grid.png and settings.json; returns the PNG paths."""
+    """Writes one PNG per image, grid.png and settings.json; returns the PNG paths.
+
+    Numbered PNGs an earlier run left in `out_dir` beyond this run's count
+    are removed, so the folder holds one run's images and their settings.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for index, image in enumerate(images):
         path = out_dir / f"{index:04d}.png"
         images_lib.save_png(path, image)
         paths.append(path)
+    for stale in sorted(set(_numbered_pngs(out_dir)) - set(paths)):
+        stale.unlink()
     images_lib.save_png(out_dir / "grid.png", images_lib.make_grid(images, ncols=grid_cols))
     record = dict(settings, files=[p.name for p in paths], grid="grid.png")
     (out_dir / "settings.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -122,6 +140,9 @@ def run(args: argparse.Namespace, echo: Callable[[str], None] = print) -> list[p
     prompts = read_prompts(args)
     if (args.image is None) != (args.mask is None):
         raise SamplingError("--image and --mask must be given together")
+    if args.grid_cols is not None and args.grid_cols < 1:
+        raise SamplingError(f"--grid-cols {args.grid_cols}: must be at least 1")
+    prepare_out_dir(args.out)
     pipe = pipeline_lib.load_pipeline(args.base, upsample=args.upsample, clip=args.clip, dtype=args.dtype)
     inpaint = None
     if args.image is not None:

@@ -77,7 +77,8 @@ def test_respaced_betas_keep_alphas_cumprod():
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("ddim600", "no integer stride"), ("2000", "cannot take"), ("1,x", "not an integer")])
+    ("ddim600", "no integer stride"), ("2000", "cannot take"), ("1,x", "not an integer"),
+    ("0", "keeps no step"), ("0,0", "keeps no step")])
 def test_bad_respacing_is_named(spec, message):
     with pytest.raises(ValueError, match=message):
         schedules.space_timesteps(1000, spec)

@@ -39,6 +39,9 @@ def test_cascade_writes_pngs_grid_and_settings(tiny_checkpoints, tmp_path):
     assert settings["sample"]["steps"] == "4" and settings["sample"]["upsample_temp"] == 0.997
     assert settings["checkpoints"]["upsample"] == str(pathlib.Path(tiny_checkpoints["upsample"]).resolve())
     assert settings["mode"] == "text2im" and settings["files"] == files
+    # Sampling again into the same folder leaves one run's images, not the old ones beside them.
+    assert cli.main(["--base", str(tiny_checkpoints["base"]), "--prompt", "one", "--out", str(out), *FAST]) == 0
+    assert sorted(p.name for p in out.glob("0*.png")) == ["0000.png"]
 
 
 def test_inpainting_keeps_the_white_region(tiny_checkpoints, tmp_path):
@@ -70,14 +73,20 @@ def _sample_py(*args, timeout=600):
 def test_bad_input_is_one_line_without_traceback(tiny_checkpoints, tmp_path):
     (tmp_path / "mask.png").write_bytes(b"garbage")
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "image.png")
+    (tmp_path / "a_file").write_text("not a directory")
+    base = ["--base", tiny_checkpoints["base"]]
     cases = [
         (["--base", tmp_path / "missing"], "--base checkpoint", "missing does not exist"),
         (["--base", tiny_checkpoints["upsample"]], "holds a 'upsample' model", "--base needs"),
         (["--base", tiny_checkpoints["inpaint"], "--image", tmp_path / "image.png", "--mask",
           tmp_path / "mask.png"], "mask", "is not a readable image"),
+        ([*base, "--out", tmp_path / "a_file"], "--out", "a_file: cannot create the output directory"),
+        ([*base, "--grid-cols", "-1"], "--grid-cols -1: must be at least 1"),
+        ([*base, "--guidance-scale", "nan"], "config.sample.guidance_scale = nan", "finite"),
+        ([*base, "--steps", "0"], "keeps no step"),
     ]
     for args, *fragments in cases:
-        result = _sample_py(*args, "--prompt", "x", "--out", tmp_path / "out", *FAST)
+        result = _sample_py("--prompt", "x", "--out", tmp_path / "out", *FAST, *args)
         assert result.returncode == 2, result.stderr
         lines = result.stderr.strip().splitlines()
         assert lines[-1].startswith("error: ") and "Traceback" not in result.stderr
