@@ -183,7 +183,7 @@ def _flush(pending: list, writer: metrics_lib.MetricsWriter, step: int, last_sav
                 f"non-finite {', '.join(f'{k}={v}' for k, v in bad.items())} at step {at}; no checkpoint was "
                 f"written from this state (last good checkpoint: step {last_saved})")
     mean = {k: float(np.mean([values[k] for values in fetched])) for k in fetched[-1]}
-    return writer.write(step, mean)
+    return writer.write(step, metrics_lib.ratio_metrics(mean))
 
 
 def _save(run: Run, state: state_lib.TrainState, pipeline: Any, step: int) -> None:

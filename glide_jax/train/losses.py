@@ -54,13 +54,19 @@ def model_conditioning(kind: str, batch: dict[str, jax.Array]) -> dict[str, jax.
     return cond
 
 
-def _quartile_means(values: jax.Array, t: jax.Array, num_timesteps: int, name: str) -> dict[str, jax.Array]:
-    """Mean of `values` over the rows whose step falls in each quarter of the schedule."""
+def _quartile_sums(values: jax.Array, t: jax.Array, num_timesteps: int, name: str) -> dict[str, jax.Array]:
+    """Sum and count of `values` over the rows whose step falls in each quarter of the schedule.
+
+    `{name}_q{q}_sum` and `{name}_q{q}_count`: averaging both over micro-batches
+    and steps keeps their ratio the quarter's mean, and a quarter no row fell
+    in has count 0 instead of a mean of 0 (`metrics.ratio_metrics`).
+    """
     quarter = jnp.minimum(4 * t // num_timesteps, 3)
     out = {}
     for q in range(4):
         hit = (quarter == q).astype(jnp.float32)
-        out[f"{name}_q{q}"] = jnp.sum(values * hit) / jnp.maximum(jnp.sum(hit), 1.0)
+        out[f"{name}_q{q}_sum"] = jnp.sum(values * hit)
+        out[f"{name}_q{q}_count"] = jnp.sum(hit)
     return out
 
 
@@ -74,7 +80,8 @@ def diffusion_loss_fn(config: ml_collections.ConfigDict, model: nn.Module, diffu
 
     Returns:
       loss_fn(params, batch, rng) -> (scalar loss, metrics with loss, mse, vb
-      and the loss per quarter of the schedule).
+      and the loss's sum and count per quarter of the schedule, which the
+      metrics rows turn into `loss_q0`..`loss_q3`).
     """
     kind = config.model.kind
 
@@ -92,7 +99,7 @@ def diffusion_loss_fn(config: ml_collections.ConfigDict, model: nn.Module, diffu
 
         terms = diffusion.training_losses(model_fn, image, t, noise)
         metrics = {name: jnp.mean(value) for name, value in terms.items()}
-        metrics.update(_quartile_means(terms["loss"], t, diffusion.num_timesteps, "loss"))
+        metrics.update(_quartile_sums(terms["loss"], t, diffusion.num_timesteps, "loss"))
         return metrics["loss"], metrics
 
     return loss_fn

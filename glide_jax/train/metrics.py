@@ -102,6 +102,25 @@ class MetricsWriter:
             self._tb.close()
 
 
+def ratio_metrics(mean: Mapping[str, float]) -> dict[str, float]:
+    """Turns each `X_sum` / `X_count` pair of averaged metrics into `X` = sum / count.
+
+    A pair whose count is 0 (no example of that kind in the window) gives no
+    `X` at all rather than a made-up 0; other metrics pass through.
+    """
+    out = {}
+    for key, value in mean.items():
+        if key.endswith("_count") and key[: -len("_count")] + "_sum" in mean:
+            continue
+        if key.endswith("_sum") and key[: -len("_sum")] + "_count" in mean:
+            name = key[: -len("_sum")]
+            if mean[f"{name}_count"] > 0:
+                out[name] = value / mean[f"{name}_count"]
+            continue
+        out[key] = value
+    return out
+
+
 def _json_float(value: float) -> float | str:
     """JSON has no NaN/inf; write them as strings so the line stays parseable."""
     return value if math.isfinite(value) else str(value)

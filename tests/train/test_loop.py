@@ -19,6 +19,15 @@ def test_loss_falls_on_glide_shapes(base_run):
     mse = np.array([r["mse"] for r in rows])
     assert np.all(np.isfinite(mse))
     assert mse[-4:].mean() < 0.7 * mse[:4].mean(), mse
+    # Per-quarter losses are means over the examples that fell in the quarter; none made up.
+    quarters = [r[f"loss_q{q}"] for r in rows for q in range(4) if f"loss_q{q}" in r]
+    assert quarters and all(np.isfinite(quarters)) and min(quarters) > 0
+    assert not any(key.endswith(("_sum", "_count")) for r in rows for key in r)
+
+
+def test_quarter_sums_become_means_and_empty_quarters_are_left_out():
+    mean = {"loss": 1.0, "loss_q0_sum": 3.0, "loss_q0_count": 2.0, "loss_q1_sum": 0.0, "loss_q1_count": 0.0}
+    assert metrics.ratio_metrics(mean) == {"loss": 1.0, "loss_q0": 1.5}
 
 
 def test_run_writes_checkpoints_exports_and_grid(base_run):
