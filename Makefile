@@ -49,8 +49,11 @@ test-minimum:
 	$(MIN_VENV)/bin/pip check
 	XLA_FLAGS="$(TEST_XLA_FLAGS)" $(MIN_VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
 
+# The reference outputs of OpenAI's glide-text2im, committed in tests/fixtures
+# (tests/fixtures/README.md says how they were made); FIXTURES=DIR reads another copy.
+FIXTURES ?= tests/fixtures
 parity: install
-	$(BIN)/python -m glide_jax.tools.parity ../shared/fixtures/glide_text2im
+	$(BIN)/python -m glide_jax.tools.parity $(FIXTURES)
 
 clean:
 	rm -rf $(VENV) $(MIN_VENV)

@@ -123,6 +123,10 @@ def _read_checkpoint(path: pathlib.Path, role: str):
     flag = f"--{role}"
     if not path.exists():
         raise SamplingError(f"{flag} checkpoint {path} does not exist")
+    if (path / "checkpoints").is_dir() and not (path / checkpoints.PARAMS_FILE).is_file():
+        raise SamplingError(f"{flag} {path} is a training workdir with no {TRAIN_EXPORT_DIR}/ yet: training writes "
+                            f"it at each checkpoint, or run python -m glide_jax.train.export --workdir {path} "
+                            f"--output DIR")
     try:
         stored, params = checkpoints.load_model(path)
         config = model_config(stored)

@@ -20,6 +20,7 @@ import jax
 import ml_collections
 
 from glide_jax import checkpoints
+from glide_jax import config as config_lib
 from glide_jax import sharding as sharding_lib
 from glide_jax.models import factory
 from glide_jax.train import checkpointing, optim, runtime
@@ -38,9 +39,13 @@ def ema_params_for_rate(state: Any, rates: Sequence[float], rate: float | None) 
         return state.ema_params[0]
     if rate == 0:
         return state.params
-    for candidate, tree in zip(rates, state.ema_params):
+    return state.ema_params[_rate_index(rates, rate)]
+
+
+def _rate_index(rates: Sequence[float], rate: float) -> int:
+    for index, candidate in enumerate(rates):
         if abs(float(candidate) - float(rate)) < 1e-12:
-            return tree
+            return index
     raise ValueError(f"--ema-rate {rate}: the run tracks config.optim.ema_rates = {tuple(rates)} (or 0 for raw)")
 
 
@@ -67,6 +72,8 @@ def export_from_workdir(workdir: str | pathlib.Path, output: str | pathlib.Path,
     """
     workdir = pathlib.Path(workdir)
     config = checkpoints.load_config(workdir)
+    if ema_rate not in (None, 0):
+        _rate_index(config.optim.ema_rates, ema_rate)  # a wrong rate fails before the restore
     model = factory.create_model(config)
     local = config.copy_and_resolve_references()  # restore onto one device, whatever the run's mesh
     local.mesh.data, local.mesh.fsdp, local.mesh.tensor = 1, 1, 1
@@ -74,9 +81,15 @@ def export_from_workdir(workdir: str | pathlib.Path, output: str | pathlib.Path,
     _, abstract = state_lib.abstract_train_state(
         local, model, optim.create_optimizer(local), factory.example_inputs(local, 1), mesh)
     ckpt = checkpointing.Checkpointer(workdir, keep=int(config.train.keep_checkpoints), async_save=False)
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
+    saved = sorted(ckpt.manager.all_steps())
+    if not saved:
+        ckpt.close()
         raise FileNotFoundError(f"no checkpoint under {workdir / 'checkpoints'}")
+    if step is not None and step not in saved:
+        ckpt.close()
+        raise FileNotFoundError(f"--step {step}: no such checkpoint under {workdir / 'checkpoints'}; "
+                                f"it holds steps {', '.join(map(str, saved))}")
+    step = saved[-1] if step is None else step
     state, _ = ckpt.restore(step, abstract)
     ckpt.close()
     return write_export(output, config, ema_params_for_rate(state, config.optim.ema_rates, ema_rate))
@@ -89,7 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ema-rate", type=float, default=None, help="EMA rate to export; 0 = raw params")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     args = parser.parse_args(argv)
-    out = export_from_workdir(args.workdir, args.output, args.ema_rate, args.step)
+    try:
+        out = export_from_workdir(args.workdir, args.output, args.ema_rate, args.step)
+    except (checkpoints.CheckpointError, config_lib.ConfigError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"exported {args.workdir} -> {out}")
     return 0
 

@@ -51,6 +51,16 @@ def test_run_writes_checkpoints_exports_and_grid(base_run):
     assert not np.array_equal(flat(params), flat(raw))
 
 
+def test_export_tool_names_what_is_wrong(base_run, tmp_path, capsys):
+    workdir, _, _ = base_run
+    assert export.main(["--workdir", str(workdir), "--output", str(tmp_path / "a"), "--step", "7"]) == 2
+    err = capsys.readouterr().err
+    assert "--step 7: no such checkpoint" in err and "it holds steps 6, 12" in err
+    assert export.main(["--workdir", str(workdir), "--output", str(tmp_path / "b"), "--ema-rate", "0.5"]) == 2
+    assert "--ema-rate 0.5: the run tracks config.optim.ema_rates" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_rerun_of_finished_workdir_does_nothing(base_run):
     workdir, config, _ = base_run
     assert loop.train_and_evaluate(config.copy_and_resolve_references(), workdir) == {}
