@@ -272,7 +272,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     with runtime.StopSignal() as stop:
         run = build_run(config, workdir)
         try:
-            if run.checkpointer.latest_step() is None and config.train.init_from is not None:
+            latest = run.checkpointer.latest_step()
+            if latest is not None and latest >= config.train.num_steps:
+                run.checkpointer.check_compatible(latest, run.config, run.abstract_state)
+                log.warning("the checkpoint is at step %d, which train.num_steps = %d does not exceed: nothing "
+                            "to train (raise --config.train.num_steps to go on)", latest, config.train.num_steps)
+                return {}
+            if latest is None and config.train.init_from is not None:
                 finetune.resolve_init_from(config.train.init_from)  # a bad path fails before any compile
             data_axes = nn.logical_to_mesh_axes(("batch",), sharding_lib.logical_rules(config.mesh))[0]
             data_axes = (data_axes,) if isinstance(data_axes, str) else tuple(data_axes or ())
@@ -282,10 +288,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
             if data_state is not None:
                 pipeline.restore(data_state)
             step = int(jax.device_get(state.step))
-            if step >= config.train.num_steps:
-                log.warning("the checkpoint is at step %d, which train.num_steps = %d does not exceed: nothing "
-                            "to train (raise --config.train.num_steps to go on)", step, config.train.num_steps)
-                return {}
             if run.is_primary:  # only once the checkpoint and the data position are known to fit
                 checkpointing.write_config(run.workdir, run.config)
             if stop.requested():
