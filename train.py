@@ -14,6 +14,7 @@ See docs/ARCHITECTURE.md, "Training".
 """
 
 import logging
+import pathlib
 import re
 import sys
 
@@ -97,7 +98,10 @@ def main(argv):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax and TFDS log every save and read at INFO
     try:
-        train_and_evaluate(_load_config(), _WORKDIR.value)
+        workdir = pathlib.Path(_WORKDIR.value)
+        if workdir.exists() and not workdir.is_dir():
+            raise ConfigError(f"--workdir {workdir}: exists and is not a directory")
+        train_and_evaluate(_load_config(), workdir)
     except TrainingStopped as stopped:  # saved and resumable, but not finished
         logging.warning("%s", stopped)
         sys.exit(stopped.exit_code)
