@@ -94,11 +94,6 @@ TRAINING_KEYS = ("diffusion.noise_schedule", "diffusion.steps", "diffusion.times
                  "data.caption_dropout", "data.dataset")
 
 
-def _value(tree: dict[str, Any], key: str) -> Any:
-    section, name = key.split(".")
-    return tree.get(section, {}).get(name)
-
-
 def check_resumable(stored: dict[str, Any], config: ml_collections.ConfigDict, step: int) -> list[str]:
     """What resuming the run of `stored` (its config.json) at `step` with `config` changes.
 
@@ -110,15 +105,14 @@ def check_resumable(stored: dict[str, Any], config: ml_collections.ConfigDict, s
     Raises:
       ConfigError: if a setting the batch order depends on changed.
     """
-    current = config_to_dict(config)
+    old, new = _flat(stored), _flat(config_to_dict(config))
     for key in DATA_ORDER_KEYS:
-        old, new = _value(stored, key), _value(current, key)
-        if old is not None and old != new:
+        if old.get(key) is not None and old[key] != new.get(key):
             raise config_lib.ConfigError(
-                f"config.{key} = {new!r}, but the checkpoint's run used {old!r}; the input pipeline resumes "
-                f"only with the same value (use it, or a fresh --workdir)")
-    warnings = [f"config.{key} changes from {_value(stored, key)!r} to {_value(current, key)!r}"
-                for key in TRAINING_KEYS if key in _flat(stored) and _value(stored, key) != _value(current, key)]
+                f"config.{key} = {new.get(key)!r}, but the checkpoint's run used {old[key]!r}; the input "
+                f"pipeline resumes only with the same value (use it, or a fresh --workdir)")
+    warnings = [f"config.{key} changes from {old[key]!r} to {new.get(key)!r}"
+                for key in TRAINING_KEYS if key in old and old[key] != new.get(key)]
     try:
         old_optim = ml_collections.ConfigDict(stored["optim"])
         old_rate = float(optim.learning_rate_schedule(old_optim, int(stored["train"]["num_steps"]))(step))
@@ -126,9 +120,9 @@ def check_resumable(stored: dict[str, Any], config: ml_collections.ConfigDict, s
         return warnings
     new_rate = float(optim.learning_rate_schedule(config.optim, int(config.train.num_steps))(step))
     if not math.isclose(old_rate, new_rate, rel_tol=0.01, abs_tol=1e-12):  # a visible change, not rounding
-        changed = [f"{key} {_value(stored, key)!r} -> {_value(current, key)!r}"
+        changed = [f"{key} {old.get(key)!r} -> {new.get(key)!r}"
                    for key in ("train.num_steps", "optim.learning_rate", "optim.schedule", "optim.warmup_steps",
-                               "optim.end_learning_rate_factor") if _value(stored, key) != _value(current, key)]
+                               "optim.end_learning_rate_factor") if old.get(key) != new.get(key)]
         warnings.append(f"the learning rate at step {step} jumps from {old_rate:.3g} to {new_rate:.3g} "
                         f"({', '.join(changed)}): the schedule is rebuilt from the new settings")
     return warnings

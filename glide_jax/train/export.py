@@ -74,24 +74,23 @@ def export_from_workdir(workdir: str | pathlib.Path, output: str | pathlib.Path,
     config = checkpoints.load_config(workdir)
     if ema_rate not in (None, 0):
         _rate_index(config.optim.ema_rates, ema_rate)  # a wrong rate fails before the restore
-    model = factory.create_model(config)
-    local = config.copy_and_resolve_references()  # restore onto one device, whatever the run's mesh
-    local.mesh.data, local.mesh.fsdp, local.mesh.tensor = 1, 1, 1
-    mesh = sharding_lib.create_mesh(local.mesh, jax.devices()[:1])
-    _, abstract = state_lib.abstract_train_state(
-        local, model, optim.create_optimizer(local), factory.example_inputs(local, 1), mesh)
     ckpt = checkpointing.Checkpointer(workdir, keep=int(config.train.keep_checkpoints), async_save=False)
-    saved = sorted(ckpt.manager.all_steps())
-    if not saved:
+    try:
+        saved = sorted(ckpt.manager.all_steps())
+        if not saved:
+            raise FileNotFoundError(f"no checkpoint under {workdir / 'checkpoints'}")
+        if step is not None and step not in saved:
+            raise FileNotFoundError(f"--step {step}: no such checkpoint under {workdir / 'checkpoints'}; "
+                                    f"it holds steps {', '.join(map(str, saved))}")
+        local = config.copy_and_resolve_references()  # restore onto one device, whatever the run's mesh
+        local.mesh.data, local.mesh.fsdp, local.mesh.tensor = 1, 1, 1
+        mesh = sharding_lib.create_mesh(local.mesh, jax.devices()[:1])
+        _, abstract = state_lib.abstract_train_state(local, factory.create_model(config),
+                                                     optim.create_optimizer(local), factory.example_inputs(local, 1),
+                                                     mesh)
+        state, _ = ckpt.restore(saved[-1] if step is None else step, abstract)
+    finally:
         ckpt.close()
-        raise FileNotFoundError(f"no checkpoint under {workdir / 'checkpoints'}")
-    if step is not None and step not in saved:
-        ckpt.close()
-        raise FileNotFoundError(f"--step {step}: no such checkpoint under {workdir / 'checkpoints'}; "
-                                f"it holds steps {', '.join(map(str, saved))}")
-    step = saved[-1] if step is None else step
-    state, _ = ckpt.restore(step, abstract)
-    ckpt.close()
     return write_export(output, config, ema_params_for_rate(state, config.optim.ema_rates, ema_rate))
 
 
