@@ -102,7 +102,7 @@ def train_step_costs(config: ml_collections.ConfigDict, batch_size: int, compile
     step_fn = step_lib.make_train_step(
         config, losses.create_loss_fn(config, model, diffusion_from_config(config.diffusion)), optimizer)
     batch_sharding = sharding_lib.batch_sharding(mesh, config.mesh)
-    jitted = step_lib.jit_train_step(step_fn, shardings, batch_sharding, sharding_lib.replicated(mesh), config.mesh)
+    jitted = step_lib.jit_train_step(step_fn, shardings, batch_sharding, config.mesh)
     batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding)
              for k, v in train_speed.synthetic_batch(config, batch_size, 0).items()}
     rng = jax.ShapeDtypeStruct((2,), jnp.uint32)

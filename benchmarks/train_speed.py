@@ -97,7 +97,7 @@ def jitted_step(config: ml_collections.ConfigDict, model, optimizer, shardings: 
     loss_fn = losses.create_loss_fn(config, model, diffusion_from_config(config.diffusion))
     step_fn = step_lib.make_train_step(config, loss_fn, optimizer)
     batch_sharding = sharding_lib.batch_sharding(mesh, config.mesh)
-    jitted = step_lib.jit_train_step(step_fn, shardings, batch_sharding, sharding_lib.replicated(mesh), config.mesh)
+    jitted = step_lib.jit_train_step(step_fn, shardings, batch_sharding, config.mesh)
     return step_fn, jitted, batch_sharding
 
 

@@ -117,7 +117,7 @@ def build_run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) ->
         config, model, optimizer, factory.example_inputs(config, 1), mesh)
     batch_sharding = sharding_lib.batch_sharding(mesh, config.mesh)
     step_fn = step_lib.make_train_step(config, losses.create_loss_fn(config, model, diffusion), optimizer)
-    train_step = step_lib.jit_train_step(step_fn, shardings, batch_sharding, sharding_lib.replicated(mesh), config.mesh)
+    train_step = step_lib.jit_train_step(step_fn, shardings, batch_sharding, config.mesh)
     checkpointer = checkpointing.Checkpointer(workdir, int(config.train.keep_checkpoints),
                                               bool(config.train.async_checkpointing))
     return Run(config, pathlib.Path(workdir), mesh, model, diffusion, shardings, abstract, batch_sharding,

@@ -103,17 +103,18 @@ def make_train_step(config: ml_collections.ConfigDict, loss_fn: LossFn,
 
 
 def jit_train_step(train_step: TrainStep, state_shardings: TrainState, batch_sharding: NamedSharding,
-                   replicated: NamedSharding, mesh_config: ml_collections.ConfigDict) -> TrainStep:
+                   mesh_config: ml_collections.ConfigDict) -> TrainStep:
     """jits `train_step` with explicit in/out shardings, donating the old state.
 
     Args:
       train_step: from `make_train_step`.
       state_shardings: the TrainState of NamedSharding from `create_train_state`.
-      batch_sharding: applied to every batch array (leading batch axis).
-      replicated: for the rng and the metrics.
+      batch_sharding: applied to every batch array (leading batch axis); its
+        mesh is the step's, and the rng and the metrics are replicated over it.
       mesh_config: `config.mesh`; its rules place the networks' `sharding.constrain` calls.
     """
     mesh = batch_sharding.mesh
+    replicated = sharding_lib.replicated(mesh)
 
     @functools.wraps(train_step)
     def constrained_step(state, batch, rng):

@@ -45,7 +45,7 @@ def _two_steps(config, devices):
     mesh, model, optimizer, step = _pieces(config, devices)
     state, shardings = state_lib.create_train_state(config, model, optimizer, factory.example_inputs(config, 1), mesh)
     batch_sharding = sharding.batch_sharding(mesh, config.mesh)
-    train_step = step_lib.jit_train_step(step, shardings, batch_sharding, sharding.replicated(mesh), config.mesh)
+    train_step = step_lib.jit_train_step(step, shardings, batch_sharding, config.mesh)
     for i, batch in enumerate(_batches(config)):
         state, metrics = train_step(state, sharding.shard_batch(batch, batch_sharding), jax.random.PRNGKey(i))
     return state, jax.device_get(metrics)
@@ -57,7 +57,7 @@ def _compiled_step(config):
     shardings, abstract = state_lib.abstract_train_state(config, model, optimizer,
                                                          factory.example_inputs(config, 1), mesh)
     batch_sharding = sharding.batch_sharding(mesh, config.mesh)
-    train_step = step_lib.jit_train_step(step, shardings, batch_sharding, sharding.replicated(mesh), config.mesh)
+    train_step = step_lib.jit_train_step(step, shardings, batch_sharding, config.mesh)
     batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding)
              for k, v in _batches(config, 1)[0].items()}
     rng = jax.ShapeDtypeStruct((2,), np.uint32)
