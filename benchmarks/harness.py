@@ -6,13 +6,20 @@ The method (docs/PERFORMANCE.md, "Method"):
    compile time on its own, so it never leaks into a timed run.
 2. Call the compiled program `warmup` times untimed: allocators, cuDNN/cuBLAS
    autotuning caches and host-side dispatch settle.
-3. Call it `repeats` times, waiting for each result with
-   `jax.block_until_ready`, and take the median (robust to a stray slow run
-   on a shared machine). Every time is kept in the JSON.
+3. Take `repeats` timed samples, each of `calls_per_sample` back-to-back
+   calls waited for once with `jax.block_until_ready` (one call for whole
+   programs; several for sub-millisecond kernels, whose per-call dispatch
+   and sync would otherwise count), and report the median time per call
+   (robust to a stray slow run on a shared machine). Every time is kept in
+   the JSON.
 
 Each result JSON carries `run_metadata()`: date, device, jax/jaxlib/flax
 versions, git commit and XLA_FLAGS, so a number can be traced to its code
-and machine.
+and machine. The scripts rewrite their JSON after every measured row with
+`"partial": true` (`write_json(..., partial=True)`), so a run cut short by a
+time limit keeps what it measured, and the analysis after a timing (kernel
+model, memory, FLOP counts) goes through `analysis()`, so a failure there
+costs that field, not the run.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import pathlib
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from typing import Any, Callable, Sequence
 
@@ -42,20 +50,22 @@ class Timing:
 
     Attributes:
       compile_s: lowering + XLA compilation (None when not compiled here).
-      warmup_s: the untimed warm-up calls, for reference.
-      times_s: the timed calls; the result is their median.
+      warmup_s: the untimed warm-up samples, for reference (seconds per call).
+      times_s: the timed samples, seconds per call; the result is their median.
+      calls_per_sample: back-to-back calls in each sample.
     """
 
     compile_s: float | None
     warmup_s: tuple[float, ...]
     times_s: tuple[float, ...]
+    calls_per_sample: int = 1
 
     @property
     def median_s(self) -> float:
         return float(statistics.median(self.times_s))
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON fields: compile_s, median_s, min_s, max_s, times_s, warmup_s."""
+        """JSON fields: compile_s, median_s, min_s, max_s, times_s, warmup_s, calls_per_sample."""
         return {
             "compile_s": None if self.compile_s is None else significant(self.compile_s),
             "median_s": significant(self.median_s),
@@ -63,6 +73,7 @@ class Timing:
             "max_s": significant(max(self.times_s)),
             "times_s": [significant(t) for t in self.times_s],
             "warmup_s": [significant(t) for t in self.warmup_s],
+            "calls_per_sample": self.calls_per_sample,
         }
 
 
@@ -92,31 +103,68 @@ def compile_timed(jitted: Any, *args, compiler_options: dict[str, Any] | None = 
 
 
 def time_calls(call: Callable[[], Any], repeats: int, warmup: int = 1,
-               compile_s: float | None = None) -> tuple[Timing, Any]:
+               compile_s: float | None = None, calls_per_sample: int = 1) -> tuple[Timing, Any]:
     """Times `call()` (which runs the program once and returns its outputs).
 
     The call is responsible for threading state between runs (e.g. a train
-    step that donates its state); each run is waited for before the clock
-    stops.
+    step that donates its state). Each sample dispatches `calls_per_sample`
+    calls back to back and waits for the last one's outputs before the clock
+    stops; a device runs its programs in order, so that is the end of all of
+    them. The sample's time is divided by `calls_per_sample`.
 
     Args:
       call: no-argument function; its return value is blocked on.
-      repeats: timed calls (>= 1).
-      warmup: untimed calls before them (>= 0).
+      repeats: timed samples (>= 1).
+      warmup: untimed samples before them (>= 0).
       compile_s: compile time measured beforehand, recorded in the Timing.
+      calls_per_sample: calls per sample (>= 1).
 
     Returns:
       (timing, output of the last call).
     """
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats={repeats} must be >= 1 and warmup={warmup} >= 0")
+    if repeats < 1 or warmup < 0 or calls_per_sample < 1:
+        raise ValueError(f"repeats={repeats} must be >= 1, warmup={warmup} >= 0 and "
+                         f"calls_per_sample={calls_per_sample} >= 1")
     output = None
     warmups, times = [], []
     for index in range(warmup + repeats):
         start = time.perf_counter()
+        for _ in range(calls_per_sample - 1):
+            call()
         output = jax.block_until_ready(call())
-        (warmups if index < warmup else times).append(time.perf_counter() - start)
-    return Timing(compile_s, tuple(warmups), tuple(times)), output
+        per_call = (time.perf_counter() - start) / calls_per_sample
+        (warmups if index < warmup else times).append(per_call)
+    return Timing(compile_s, tuple(warmups), tuple(times), calls_per_sample), output
+
+
+def analysis(name: str, fn: Callable[..., Any], *args, **kwargs) -> Any:
+    """`fn(*args, **kwargs)`, or {"error": ...} (with a warning) if it raises.
+
+    For the accounting done after a program was timed (kernel model, memory,
+    FLOP counts): a parser meeting a new HLO dialect must cost its own field,
+    not the timings already taken.
+    """
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - any failure of an analysis is recorded, never fatal
+        message = f"{type(exc).__name__}: {exc}"[:500]
+        print(f"warning: {name} failed ({message}); the JSON records the error", file=sys.stderr, flush=True)
+        return {"error": message}
+
+
+def require_accelerator(smoke: bool, allow_cpu: bool) -> str | None:
+    """An error line when a full-size benchmark is about to run on the CPU, else None.
+
+    jax falls back to the CPU when its GPU plugin fails to start; the
+    full-size models would then run for hours instead of failing. `--smoke`
+    runs and `--allow-cpu` (a CPU measurement on purpose) pass.
+    """
+    backend = jax.default_backend()
+    if smoke or allow_cpu or backend != "cpu":
+        return None
+    return (f"error: jax's backend is {backend!r}: no GPU or TPU was found, and the full-size models would "
+            "take hours on a CPU. Check the accelerator's jax install (JAX_PLATFORMS=cuda makes jax say why "
+            "it failed), or pass --smoke (tiny models) or --allow-cpu (measure the CPU on purpose).")
 
 
 def all_finite(tree: Any) -> bool:
@@ -145,7 +193,11 @@ def out_of_memory_hint(exc: BaseException, hint: str) -> str | None:
 
 
 def git_commit() -> dict[str, Any]:
-    """{"commit": sha or None, "dirty": bool or None} of the repository."""
+    """{"commit": sha or None, "dirty": bool or None} of the repository.
+
+    Where the tree is a copy without `.git` (a lent GPU machine), the
+    environment can say it: GLIDE_GIT_COMMIT=<sha>, GLIDE_GIT_DIRTY=0 or 1.
+    """
     def git(*args):
         return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=20,
                               check=True).stdout.strip()
@@ -154,7 +206,9 @@ def git_commit() -> dict[str, Any]:
         sha = git("rev-parse", "HEAD")
         dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
+        dirty_env = os.environ.get("GLIDE_GIT_DIRTY")
+        return {"commit": os.environ.get("GLIDE_GIT_COMMIT") or None,
+                "dirty": None if dirty_env is None else dirty_env.strip().lower() in ("1", "true", "yes")}
     return {"commit": sha, "dirty": dirty}
 
 
@@ -189,13 +243,20 @@ def run_metadata(devices: Sequence[Any]) -> dict[str, Any]:
     }
 
 
-def write_json(result: dict[str, Any], out: str | pathlib.Path | None) -> str:
-    """Writes `result` as indented JSON to `out` (if given); returns the text."""
-    text = json.dumps(result, indent=2)
+def write_json(result: dict[str, Any], out: str | pathlib.Path | None, partial: bool = False) -> str:
+    """Writes `result` as indented JSON to `out` (if given); returns the text.
+
+    The file gets `"partial": partial` (true while rows are still to come).
+    It is written to a temporary name and renamed, so a run killed while
+    writing leaves the previous version, never half a file.
+    """
+    text = json.dumps({**result, "partial": partial}, indent=2)
     if out is not None:
         path = pathlib.Path(out)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text + "\n")
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(text + "\n")
+        temporary.replace(path)
     return text
 
 

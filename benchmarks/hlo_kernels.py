@@ -172,11 +172,31 @@ def _conv_flops(instruction: Instruction, types: dict[str, str], target: str) ->
     return 2.0 * math.prod(forward_out) * math.prod(filter_shape) / out_features
 
 
-def _attention_flops(instruction: Instruction, target: str) -> float:
-    # q (B, T, N, H) and k (B, S, N, H), as the layout constraints list them.
+def _attention_flops(instruction: Instruction, types: dict[str, str], target: str) -> float:
+    """2 x multiply-adds of cuDNN attention: QK^T and PV forward, five matmuls backward.
+
+    q is (B, T, N, H) and k (B, S, N, H) as the layout constraints list them;
+    without those, the operands' shapes and the backend config's
+    `bmm1_dot_dimension_numbers` (QK^T's batch and contracting axes) say
+    which axis of k is S.
+    """
     found = re.search(r"operand_layout_constraints=\{((?:[^{}]|\{[^{}]*\})*)\}", instruction.attributes)
-    q, k = array_shapes(found.group(1) if found else "")[:2]
-    per_matmul = 2.0 * q[0] * q[2] * q[1] * k[1] * q[3]
+    shapes = array_shapes(found.group(1)) if found else []
+    if len(shapes) >= 2:
+        q, k = shapes[:2]
+        key_length = k[1]
+    else:
+        bmm1 = re.search(r'"bmm1_dot_dimension_numbers":\{([^{}]*)\}', instruction.attributes)
+        operands = [array_shapes(types.get(name, "")) for name in instruction.operands[:2]]
+        if bmm1 is None or len(operands) < 2 or not all(operands):
+            raise ValueError(f"attention call %{instruction.name}: neither operand_layout_constraints nor "
+                             "bmm1_dot_dimension_numbers give the q and k shapes")
+        q, k = operands[0][0], operands[1][0]
+        reduced = {int(d) for key in ("rhs_contracting_dimensions", "rhs_batch_dimensions")
+                   for dims in re.findall(rf'"{key}":\[([^\]]*)\]', bmm1.group(1))
+                   for d in re.findall(r"\d+", dims)}
+        key_length = math.prod(size for axis, size in enumerate(k) if axis not in reduced)
+    per_matmul = 2.0 * math.prod(q) * key_length
     return per_matmul * (5 if "Backward" in target else 2)
 
 
@@ -205,7 +225,7 @@ def instruction_flops(module: Module, instruction: Instruction, types: dict[str,
     if "conv" in target or instruction.opcode == "convolution":
         return _conv_flops(instruction, types, target)
     if "fmha" in target:
-        return _attention_flops(instruction, target)
+        return _attention_flops(instruction, types, target)
     if "gemm" in target or "matmul" in target:
         return _gemm_call_flops(instruction, types)
     if instruction.opcode == "dot":

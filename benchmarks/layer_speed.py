@@ -4,7 +4,8 @@
     python benchmarks/layer_speed.py --smoke --out /tmp/layer_smoke.json   # tiny, CPU, seconds
 
 Each case is one jitted program timed with the harness (compile apart, warm-up,
-median of `--repeats`). It compares what the models run against what they
+median of `--repeats` samples of `--calls-per-sample` back-to-back calls, so
+that dispatch and sync do not inflate sub-millisecond kernels). It compares what the models run against what they
 ran before, on the shapes of the issue's H100 measurements:
 
   groupnorm_silu  SiLU(GroupNorm32(x)) on 128x64x64x192 bfloat16 (the base
@@ -23,8 +24,10 @@ ran before, on the shapes of the issue's H100 measurements:
 Reported per case: median ms, and for the memory-bound GroupNorm the
 effective bandwidth of its least traffic (read x once, write the output once;
 the backward reads x and the upstream gradient and writes dx), against the
-H100's 3.35 TB/s. `--smoke` shrinks the shapes so the tests can run it on a
-CPU; its numbers mean nothing.
+H100's 3.35 TB/s. The JSON is rewritten after each case (`"partial": true`
+until the last). `--smoke` shrinks the shapes so the tests can run it on a
+CPU; its numbers mean nothing. Without an accelerator the full shapes need
+`--allow-cpu`.
 """
 
 from __future__ import annotations
@@ -72,14 +75,16 @@ def _norm_variants(dtype: Any) -> dict[str, Callable]:
     return {"one_pass": ours(True), "two_pass": ours(False), "straightforward": before}
 
 
-def _time(fn: Callable, args: tuple, repeats: int, warmup: int, options) -> dict[str, Any]:
-    compiled, _, compile_s = harness.compile_timed(jax.jit(fn), *args, compiler_options=options)
-    timing, out = harness.time_calls(lambda: compiled(*args), repeats, warmup, compile_s)
+def _time(fn: Callable, args: tuple, method: dict[str, Any]) -> dict[str, Any]:
+    """Compiles and times `fn(*args)`; `method` holds repeats, warmup, calls_per_sample and options."""
+    compiled, _, compile_s = harness.compile_timed(jax.jit(fn), *args, compiler_options=method["options"])
+    timing, out = harness.time_calls(lambda: compiled(*args), method["repeats"], method["warmup"], compile_s,
+                                     method["calls_per_sample"])
     return {**timing.as_dict(), "finite": harness.all_finite(out)}
 
 
-def measure_group_norm(shape, repeats: int, warmup: int, options) -> list[dict[str, Any]]:
-    """Forward and forward+backward rows for both GroupNorm variants."""
+def measure_group_norm(shape, method: dict[str, Any], done: Callable[[dict], None]) -> None:
+    """Forward and forward+backward rows for every GroupNorm variant, each passed to `done`."""
     dtype = jnp.bfloat16
     x = jax.random.normal(jax.random.PRNGKey(0), shape, dtype)
     upstream = jax.random.normal(jax.random.PRNGKey(1), shape, dtype)
@@ -88,7 +93,6 @@ def measure_group_norm(shape, repeats: int, warmup: int, options) -> list[dict[s
               "bias": 0.1 * jax.random.normal(jax.random.PRNGKey(3), (channels,))}
     elements = x.size
     itemsize = jnp.dtype(dtype).itemsize
-    rows = []
     for name, fn in _norm_variants(dtype).items():
         def backward(params, x, upstream, fn=fn):
             _, pullback = jax.vjp(lambda x: fn(params, x), x)
@@ -97,18 +101,17 @@ def measure_group_norm(shape, repeats: int, warmup: int, options) -> list[dict[s
         for direction, program, args, traffic in (
                 ("forward", fn, (params, x), 2 * elements * itemsize),
                 ("forward+backward", backward, (params, x, upstream), 3 * elements * itemsize)):
-            row = _time(program, args, repeats, warmup, options)
-            rows.append({"case": "groupnorm_silu", "variant": name, "direction": direction,
-                         "shape": list(shape), "dtype": "bfloat16", "groups": GROUPS,
-                         "ms": roofline.significant(1e3 * row["median_s"]),
-                         "least_bytes": traffic,
-                         "effective_gb_per_s": roofline.significant(traffic / row["median_s"] / 1e9),
-                         **row})
-    return rows
+            row = _time(program, args, method)
+            done({"case": "groupnorm_silu", "variant": name, "direction": direction,
+                  "shape": list(shape), "dtype": "bfloat16", "groups": GROUPS,
+                  "ms": roofline.significant(1e3 * row["median_s"]),
+                  "least_bytes": traffic,
+                  "effective_gb_per_s": roofline.significant(traffic / row["median_s"] / 1e9),
+                  **row})
 
 
-def measure_attention(shape, repeats: int, warmup: int, options) -> list[dict[str, Any]]:
-    """One row per implementation; cuDNN's is skipped (with the reason) where it cannot run."""
+def measure_attention(shape, method: dict[str, Any], done: Callable[[dict], None]) -> None:
+    """One row per implementation, passed to `done`; cuDNN's is skipped (with the reason) where it cannot run."""
     batch, tokens, text, heads, width = shape
     dtype = jnp.bfloat16
     keys = jax.random.split(jax.random.PRNGKey(4), 3)
@@ -116,7 +119,6 @@ def measure_attention(shape, repeats: int, warmup: int, options) -> list[dict[st
     k = jax.random.normal(keys[1], (batch, tokens + text, heads, width), dtype)
     v = jax.random.normal(keys[2], (batch, tokens + text, heads, width), dtype)
     flops = 4 * batch * heads * tokens * (tokens + text) * width  # two matmuls, 2 FLOPs per multiply-add
-    rows = []
     for impl in ("xla", "cudnn"):
         row = {"case": "attention", "variant": impl, "direction": "forward",
                "shape": {"batch": batch, "query_tokens": tokens, "key_tokens": tokens + text,
@@ -124,32 +126,36 @@ def measure_attention(shape, repeats: int, warmup: int, options) -> list[dict[st
         try:
             layers.attention_implementation(impl, dtype, width)
         except ValueError as exc:
-            rows.append({**row, "skipped": str(exc)})
+            done({**row, "skipped": str(exc)})
             continue
-        timed = _time(lambda q, k, v, impl=impl: layers.attention(q, k, v, dtype, impl), (q, k, v),
-                      repeats, warmup, options)
-        rows.append({**row, "ms": roofline.significant(1e3 * timed["median_s"]),
-                     "achieved_tflops": roofline.significant(flops / timed["median_s"] / 1e12), **timed})
-    return rows
+        timed = _time(lambda q, k, v, impl=impl: layers.attention(q, k, v, dtype, impl), (q, k, v), method)
+        done({**row, "ms": roofline.significant(1e3 * timed["median_s"]),
+              "achieved_tflops": roofline.significant(flops / timed["median_s"] / 1e12), **timed})
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    options = harness.SMOKE_COMPILER_OPTIONS if args.smoke else None
-    norm_shape = NORM_SHAPE_SMOKE if args.smoke else NORM_SHAPE
-    attention_shape = ATTENTION_SHAPE_SMOKE if args.smoke else ATTENTION_SHAPE
-    results = measure_group_norm(norm_shape, args.repeats, args.warmup, options)
-    results += measure_attention(attention_shape, args.repeats, args.warmup, options)
-    for row in results:
-        speed = row.get("ms")
-        print(f"{row['case']} {row['variant']} {row['direction']}: "
-              + (f"{speed:.4g} ms" if speed is not None else f"skipped ({row['skipped']})"), flush=True)
-    return {
+def run(args: argparse.Namespace, out: pathlib.Path | None = None) -> dict[str, Any]:
+    """Every case; the record is rewritten to `out` after each (`"partial": true`)."""
+    method = {"repeats": args.repeats, "warmup": args.warmup, "calls_per_sample": args.calls_per_sample,
+              "options": harness.SMOKE_COMPILER_OPTIONS if args.smoke else None}
+    results = []
+    record = {
         "benchmark": "layer_speed",
         "smoke": args.smoke,
-        "settings": {"repeats": args.repeats, "warmup": args.warmup},
+        "settings": {"repeats": args.repeats, "warmup": args.warmup, "calls_per_sample": args.calls_per_sample},
         **harness.run_metadata(jax.devices()[:1]),
         "results": results,
     }
+
+    def done(row: dict[str, Any]) -> None:
+        results.append(row)
+        harness.write_json(record, out, partial=True)
+        speed = row.get("ms")
+        print(f"{row['case']} {row['variant']} {row['direction']}: "
+              + (f"{speed:.4g} ms" if speed is not None else f"skipped ({row['skipped']})"), flush=True)
+
+    measure_group_norm(NORM_SHAPE_SMOKE if args.smoke else NORM_SHAPE, method, done)
+    measure_attention(ATTENTION_SHAPE_SMOKE if args.smoke else ATTENTION_SHAPE, method, done)
+    return record
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -157,22 +163,32 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="tiny shapes (CPU, for the tests)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per case (default 20; smoke 2)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed runs after compiling (default 2; smoke 1)")
+    parser.add_argument("--calls-per-sample", type=int, default=None,
+                        help="back-to-back calls per timed sample (default 10; smoke 1)")
     parser.add_argument("--xla-flags", default=None, help="appended to XLA_FLAGS before jax starts")
+    parser.add_argument("--allow-cpu", action="store_true", help="run the full shapes on a CPU on purpose")
     parser.add_argument("--out", default=None,
                         help="results JSON (default benchmarks/results/layer_speed.json; smoke: none)")
     args = parser.parse_args(argv)
     args.repeats = args.repeats or (2 if args.smoke else 20)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.smoke else 2)
+    args.calls_per_sample = args.calls_per_sample or (1 if args.smoke else 10)
+    if min(args.repeats, args.calls_per_sample) < 1 or args.warmup < 0:
+        parser.error("--repeats and --calls-per-sample must be positive, --warmup not negative")
     return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     harness.add_xla_flags(args.xla_flags)
-    result = run(args)
+    refusal = harness.require_accelerator(args.smoke, args.allow_cpu)
+    if refusal:
+        print(refusal, file=sys.stderr)
+        return 2
     out = harness.default_out("layer_speed", args.smoke, args.out)
-    harness.write_json(result, out)
-    print(f"wrote {out}" if out else harness.write_json(result, None))
+    result = run(args, out)
+    text = harness.write_json(result, out)
+    print(f"wrote {out}" if out else text)
     return 0
 
 

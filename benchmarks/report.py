@@ -137,14 +137,18 @@ def load_rows(paths: Sequence[pathlib.Path], allow_smoke: bool = False) -> list[
     return sorted(rows.values(), key=lambda row: (row.key, row.variant))
 
 
-def _flags(run: dict[str, Any]) -> str:
-    notes = []
+def _flags(row: Row) -> str:
+    run, notes = row.run, []
     if not any(gpu in str(run.get("device_kind")) for gpu in REFERENCE_GPUS):
         notes.append("not an H100/H200")
     if run.get("dirty"):
         notes.append("dirty tree")
     if run.get("smoke"):
         notes.append("smoke")
+    if run.get("partial"):
+        notes.append("partial run")
+    if row.result.get("finite") is False:
+        notes.append("NON-FINITE output")
     return f" ({', '.join(notes)})" if notes else ""
 
 
@@ -160,8 +164,10 @@ def _ratio(reference: Reference, seconds: float) -> str:
 def _ours(row: Row) -> str:
     r = row.result
     if row.key[0] == "train":
-        return (f"{r['step_s']:.3f} s ({r['images_per_s']:.0f} img/s), {100 * r['mfu']:.1f}% MFU, "
-                f"{r['memory']['peak_bytes'] / 1e9:.1f} GB")
+        mfu = "MFU pending" if r.get("mfu") is None else f"{100 * r['mfu']:.1f}% MFU"
+        peak = (r.get("memory") or {}).get("peak_bytes")
+        memory = "memory unknown" if peak is None else f"{peak / 1e9:.1f} GB"
+        return f"{r['step_s']:.3f} s ({r['images_per_s']:.0f} img/s), {mfu}, {memory}"
     if row.key[1] == 1:
         return f"{r['s_per_batch']:.3f} s"
     return f"{r['s_per_batch']:.2f} s ({r['images_per_s']:.2f} img/s)"
@@ -178,10 +184,13 @@ def results_table(rows: Sequence[Row]) -> str:
         if row is None:
             lines.append(f"| {ref.label} | {ref.reference} | {ref.target} | pending | - | - | - | - | - |")
             continue
-        met = "-" if ref.meets is None else ("yes" if ref.meets(row.result) else "**no**")
+        try:
+            met = "-" if ref.meets is None else ("yes" if ref.meets(row.result) else "**no**")
+        except (KeyError, TypeError):  # a partial run's row, e.g. no MFU yet
+            met = "-"
         run = row.run
         lines.append(f"| {ref.label} | {ref.reference} | {ref.target} | {_ours(row)} | "
-                     f"{_ratio(ref, row.seconds)} | {met} | {run.get('device_kind')}{_flags(run)} | "
+                     f"{_ratio(ref, row.seconds)} | {met} | {run.get('device_kind')}{_flags(row)} | "
                      f"{str(run.get('date', '-'))[:10]} | {str(run.get('commit', '-'))[:7]} |")
     return "\n".join(lines)
 

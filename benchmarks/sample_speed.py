@@ -24,7 +24,11 @@ says whether XLA cast the float32 kernels to bfloat16 once, before the loop
 (bf16 bytes), or casts them at every step (f32 bytes); and `kernel_model`:
 the compiled program's kernels with their FLOPs and bytes and the time an
 H100 roofline model predicts for them (hlo_kernels.py), to set beside the
-measured time.
+measured time. The JSON is rewritten after each row (`"partial": true`
+until the last), and each row is printed with its compile time, finiteness
+and peak memory, so a run cut short keeps what it measured. On a machine
+where jax finds no accelerator the script stops at once (`--allow-cpu` runs
+anyway).
 
 `--smoke` runs tiny models (16 px, one U-Net level) with short
 respacings on whatever device jax picks; the tests run it so the script
@@ -152,9 +156,8 @@ def measure(kind: str, config: ml_collections.ConfigDict, params: Any, batch: in
     timing, samples = harness.time_calls(lambda: compiled(variables, inputs, next(keys)), repeats, warmup,
                                          compile_s)
     steps = int(diffusion.num_timesteps)
-    flops = batch_model_flops(module, params, inputs, steps)
     median = timing.median_s
-    return {
+    row = {
         "workload": kind,
         "image_size": config.model.image_size,
         "batch_size": batch,
@@ -169,35 +172,31 @@ def measure(kind: str, config: ml_collections.ConfigDict, params: Any, batch: in
         **timing.as_dict(),
         "finite": harness.all_finite(samples),
         "output_shape": list(samples.shape),
-        **flops,
-        "achieved_tflops": roofline.significant(flops["batch_flops"] / median / 1e12),
-        **roofline.floors(flops["batch_flops"]),
-        "memory": roofline.memory_report(jax.devices()[0], compiled),
-        "loop_state": hlo_kernels.loop_state(compiled),
-        "kernel_model": hlo_kernels.report(compiled),
     }
+    flops = harness.analysis("FLOP count", batch_model_flops, module, params, inputs, steps)
+    if "error" in flops:
+        row["flops_error"] = flops["error"]
+    else:
+        row.update(flops)
+        row["achieved_tflops"] = roofline.significant(flops["batch_flops"] / median / 1e12)
+        row.update(roofline.floors(flops["batch_flops"]))
+    row["memory"] = harness.analysis("memory report", roofline.memory_report, jax.devices()[0], compiled)
+    row["loop_state"] = harness.analysis("loop state", hlo_kernels.loop_state, compiled)
+    row["kernel_model"] = harness.analysis("kernel model", hlo_kernels.report, compiled)
+    return row
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """All requested workloads and batch sizes; returns the result record."""
-    results, attention = [], None
-    for kind in args.workloads:
-        config = presets.model_config(kind, args.smoke, args.dtype, args.attention_impl)
-        attention = presets.resolved_attention(config)  # both stages: 64-wide heads, one dtype
-        module = factory.create_model(config)
-        params = init_params(module, config, args.seed)
-        for batch in args.batch_sizes:
-            respacing = args.base_steps if kind == "base" else args.upsample_steps
-            options = harness.SMOKE_COMPILER_OPTIONS if args.smoke else None
-            results.append(measure(kind, config, params, batch, respacing, args.repeats, args.warmup,
-                                   args.seed, options))
-            print(f"{kind} batch {batch}: {results[-1]['s_per_batch']:.4f} s/batch, "
-                  f"{results[-1]['images_per_s']:.3f} img/s", flush=True)
-        del params
-    return {
+def run(args: argparse.Namespace, out: pathlib.Path | None = None) -> dict[str, Any]:
+    """All requested workloads and batch sizes; returns the result record.
+
+    The record is rewritten to `out` after every row (`"partial": true`), so
+    a run stopped by a time limit keeps the rows it finished.
+    """
+    results = []
+    record = {
         "benchmark": "sample_speed",
         "smoke": args.smoke,
-        "settings": {"dtype": args.dtype, "attention_impl": args.attention_impl, "attention": attention,
+        "settings": {"dtype": args.dtype, "attention_impl": args.attention_impl, "attention": None,
                      "batch_sizes": list(args.batch_sizes), "repeats": args.repeats,
                      "warmup": args.warmup, "seed": args.seed, "base_steps": args.base_steps,
                      "upsample_steps": args.upsample_steps, "workloads": list(args.workloads),
@@ -205,6 +204,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         **harness.run_metadata(jax.devices()[:1]),  # the programs run on the default device
         "results": results,
     }
+    options = harness.SMOKE_COMPILER_OPTIONS if args.smoke else None
+    for kind in args.workloads:
+        config = presets.model_config(kind, args.smoke, args.dtype, args.attention_impl)
+        # Both stages have 64-wide heads and one dtype, so they resolve alike.
+        record["settings"]["attention"] = presets.resolved_attention(config)
+        module = factory.create_model(config)
+        params = init_params(module, config, args.seed)
+        for batch in args.batch_sizes:
+            respacing = args.base_steps if kind == "base" else args.upsample_steps
+            row = measure(kind, config, params, batch, respacing, args.repeats, args.warmup, args.seed, options)
+            results.append(row)
+            harness.write_json(record, out, partial=True)
+            print(f"{kind} batch {batch}: {row['s_per_batch']:.4f} s/batch, {row['images_per_s']:.3f} img/s, "
+                  f"compile {row['compile_s']:.1f} s, finite {row['finite']}, "
+                  f"peak memory {row['memory'].get('peak_bytes')}", flush=True)
+        del params
+    return record
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -222,6 +238,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs after compiling")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--xla-flags", default=None, help="appended to XLA_FLAGS before jax starts")
+    parser.add_argument("--allow-cpu", action="store_true", help="run the full-size models on a CPU on purpose")
     parser.add_argument("--out", default=None,
                         help="results JSON (default benchmarks/results/sample_speed.json; smoke: none)")
     args = parser.parse_args(argv)
@@ -238,17 +255,21 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     harness.add_xla_flags(args.xla_flags)
+    refusal = harness.require_accelerator(args.smoke, args.allow_cpu)
+    if refusal:
+        print(refusal, file=sys.stderr)
+        return 2
+    out = harness.default_out("sample_speed", args.smoke, args.out)
     try:
-        result = run(args)
+        result = run(args, out)
     except jax.errors.JaxRuntimeError as exc:
         message = harness.out_of_memory_hint(exc, "try smaller --batch-sizes")
         if message is None:
             raise
         print(message, file=sys.stderr)
         return 1
-    out = harness.default_out("sample_speed", args.smoke, args.out)
-    harness.write_json(result, out)
-    print(f"wrote {out}" if out else harness.write_json(result, None))
+    text = harness.write_json(result, out)
+    print(f"wrote {out}" if out else text)
     return 0
 
 

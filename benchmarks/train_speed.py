@@ -7,7 +7,8 @@
 
 What runs is what `train.py` runs, minus the input pipeline: the model of
 configs/glide_base.py with bf16 compute (float32 params), the hybrid
-diffusion loss, global-norm clipping + AdamW, the EMA update, all in
+diffusion loss, AdamW (after global-norm clipping where the preset sets
+`optim.grad_clip_norm`; glide_base does not), the EMA update, all in
 `glide_jax.train.step.make_train_step`, jitted by `jit_train_step` over a
 mesh of all local devices with the state donated. The batch is synthetic
 (images uniform in [-1, 1], random captions), already on the devices.
@@ -21,6 +22,9 @@ device, 8192^3, smoke 256^3, x the device count); peak device memory (allocator 
 backend has one, else XLA's memory analysis); whether the loss and the
 new parameters are finite; and `kernel_model`, the step's kernels with
 their FLOPs and bytes and an H100 roofline model's time (hlo_kernels.py).
+The JSON is first written once the step is timed (`"partial": true`, before
+the matmul peak and so without MFU), then complete. Without an accelerator
+the script stops at once (`--allow-cpu` runs anyway).
 """
 
 from __future__ import annotations
@@ -54,6 +58,12 @@ def train_config(smoke: bool, dtype: str, batch_size: int, remat: bool,
     config.data.batch_size = batch_size
     config.mesh.data = None  # every device given to the mesh
     return config_lib.validate(config)
+
+
+def optimizer_label(optim: ml_collections.ConfigDict) -> str:
+    """The update the step runs, e.g. "adamw + ema (0.9999,)" (clipping only where configured)."""
+    clip = "" if optim.grad_clip_norm is None else f"clip_by_global_norm({optim.grad_clip_norm}) + "
+    return f"{clip}adamw + ema {tuple(optim.ema_rates)}"
 
 
 def synthetic_batch(config: ml_collections.ConfigDict, batch_size: int, seed: int) -> dict[str, np.ndarray]:
@@ -138,10 +148,10 @@ def measure(config: ml_collections.ConfigDict, devices, repeats: int, warmup: in
 
     def one_step():
         holder["state"], metrics = compiled(holder["state"], batch, rng)
-        return metrics
+        return holder["state"], metrics  # waited for whole, the new state included
 
-    timing, metrics = harness.time_calls(one_step, repeats, warmup, compile_s)
-    memory = roofline.memory_report(devices[0], compiled)
+    timing, (_, metrics) = harness.time_calls(one_step, repeats, warmup, compile_s)
+    memory = harness.analysis("memory report", roofline.memory_report, devices[0], compiled)
     finite = harness.all_finite(metrics) and harness.all_finite(holder["state"].params)
     median = timing.median_s
     return {
@@ -160,26 +170,24 @@ def measure(config: ml_collections.ConfigDict, devices, repeats: int, warmup: in
         "model_tflops": roofline.significant(flops["model_flops_per_step"] / median / 1e12),
         **roofline.floors(flops["model_flops_per_step"]),
         "memory": memory,
-        "kernel_model": hlo_kernels.report(compiled),
+        "kernel_model": harness.analysis("kernel model", hlo_kernels.report, compiled),
     }
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """The step measurement, then the matmul peak it is compared against."""
+def run(args: argparse.Namespace, out: pathlib.Path | None = None) -> dict[str, Any]:
+    """The step measurement, then the matmul peak it is compared against.
+
+    The record is written to `out` once the step is timed (`"partial":
+    true`, no MFU yet), so a run stopped during the peak keeps the step.
+    """
     devices = jax.local_devices()[: args.devices] if args.devices else jax.local_devices()
     config = train_config(args.smoke, args.dtype, args.batch_size, args.remat, args.attention_impl)
     options = harness.SMOKE_COMPILER_OPTIONS if args.smoke else None
     step = measure(config, devices, args.repeats, args.warmup, args.seed, options)
-    # After the step, so its buffers are gone and the memory peak is the step's.
-    peak = roofline.matmul_peak(args.matmul_size, "bfloat16", device=devices[0])
-    achieved_tflops = step["model_flops_per_step"] / step["median_s"] / 1e12
-    step["mfu"] = roofline.significant(achieved_tflops / (peak["tflops"] * len(devices)))
-    compiled_flops = step["xla_compiled"]["flops"]
-    step["xla_compiled_utilization"] = (None if not compiled_flops else
-                                        roofline.significant(compiled_flops / step["step_s"] / 1e12 / peak["tflops"]))
     print(f"train step batch {step['batch_size']}: {step['step_s']:.4f} s, {step['images_per_s']:.1f} img/s, "
-          f"MFU {step['mfu']:.3f} of {peak['tflops']:.1f} TFLOP/s", flush=True)
-    return {
+          f"compile {step['compile_s']:.1f} s, finite {step['finite']}, "
+          f"peak memory {step['memory'].get('peak_bytes')}", flush=True)
+    record = {
         "benchmark": "train_speed",
         "smoke": args.smoke,
         "settings": {"preset": None if args.smoke else presets.PRESETS["base"], "dtype": args.dtype,
@@ -187,11 +195,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      "batch_size": args.batch_size, "remat": args.remat, "repeats": args.repeats,
                      "warmup": args.warmup, "seed": args.seed, "matmul_size": args.matmul_size,
                      "devices": len(devices),
-                     "optimizer": "clip_by_global_norm + adamw + ema " + str(tuple(config.optim.ema_rates))},
+                     "optimizer": optimizer_label(config.optim)},
         **harness.run_metadata(devices),
-        "matmul_peak": peak,
+        "matmul_peak": None,
         "train_step": step,
     }
+    harness.write_json(record, out, partial=True)
+    # After the step, so its buffers are gone and the memory peak is the step's.
+    peak = roofline.matmul_peak(args.matmul_size, "bfloat16", device=devices[0])
+    record["matmul_peak"] = peak
+    achieved_tflops = step["model_flops_per_step"] / step["median_s"] / 1e12
+    step["mfu"] = roofline.significant(achieved_tflops / (peak["tflops"] * len(devices)))
+    compiled_flops = step["xla_compiled"]["flops"]
+    step["xla_compiled_utilization"] = (None if not compiled_flops else
+                                        roofline.significant(compiled_flops / step["step_s"] / 1e12 / peak["tflops"]))
+    print(f"MFU {step['mfu']:.3f} of {peak['tflops']:.1f} TFLOP/s (bf16 {args.matmul_size}^3 matmul)", flush=True)
+    return record
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -210,6 +229,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="use the first N local devices (default all; smoke 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--xla-flags", default=None, help="appended to XLA_FLAGS before jax starts")
+    parser.add_argument("--allow-cpu", action="store_true", help="run the full-size model on a CPU on purpose")
     parser.add_argument("--out", default=None,
                         help="results JSON (default benchmarks/results/train_speed.json; smoke: none)")
     args = parser.parse_args(argv)
@@ -224,8 +244,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     harness.add_xla_flags(args.xla_flags)
+    refusal = harness.require_accelerator(args.smoke, args.allow_cpu)
+    if refusal:
+        print(refusal, file=sys.stderr)
+        return 2
+    out = harness.default_out("train_speed", args.smoke, args.out)
     try:
-        result = run(args)
+        result = run(args, out)
     except jax.errors.JaxRuntimeError as exc:
         message = harness.out_of_memory_hint(
             exc, "try --remat (rematerialised residual blocks) or a smaller --batch-size")
@@ -233,7 +258,6 @@ def main(argv=None) -> int:
             raise
         print(message, file=sys.stderr)
         return 1
-    out = harness.default_out("train_speed", args.smoke, args.out)
     text = harness.write_json(result, out)
     print(f"wrote {out}" if out else text)
     return 0

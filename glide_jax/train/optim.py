@@ -47,7 +47,7 @@ def learning_rate_schedule(optim: ml_collections.ConfigDict, num_steps: int) -> 
 
 
 def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """Global-norm clipping followed by AdamW with the configured schedule.
+    """AdamW with the configured schedule, after global-norm clipping if `optim.grad_clip_norm` is set.
 
     Args:
       config: the full config (`optim` and `train.num_steps`).

@@ -105,6 +105,32 @@ def test_train_speed_smoke(train_result):
     assert step["kernel_model"]["program"]["flops"] == pytest.approx(step["executed_flops_per_step"], rel=0.05)
 
 
+def test_results_are_complete_and_kept_row_by_row(sample_result, train_result, tmp_path, monkeypatch):
+    assert sample_result["partial"] is False and train_result["partial"] is False
+    # A failing analysis after a timing costs its field, not the run: the
+    # timings are written, and the failure is recorded in the row.
+    sample_speed = _load("sample_speed")
+
+    def broken(compiled):
+        raise ValueError("an HLO line the parser has never seen")
+
+    monkeypatch.setattr(sample_speed.hlo_kernels, "report", broken)
+    out = tmp_path / "sample.json"
+    assert sample_speed.main(["--smoke", "--workloads", "base", "--out", str(out)]) == 0
+    row = json.loads(out.read_text())["results"][0]
+    assert row["kernel_model"] == {"error": "ValueError: an HLO line the parser has never seen"}
+    assert row["s_per_batch"] > 0 and row["finite"] is True
+
+
+def test_full_size_runs_refuse_a_cpu_backend(tmp_path, capsys):
+    # jax falls back to the CPU when its GPU plugin fails: stop at once, write nothing.
+    for name in ("sample_speed", "train_speed", "layer_speed"):
+        out = tmp_path / f"{name}.json"
+        assert _load(name).main(["--out", str(out)]) == 2
+        assert not out.exists()
+        assert "error: jax's backend is 'cpu'" in capsys.readouterr().err
+
+
 def test_report_tabulates_the_smoke_results(sample_result, train_result, tmp_path):
     from benchmarks import report
     paths = []

@@ -66,3 +66,58 @@ def test_out_of_memory_hint():
     assert message.startswith("out of device memory: RESOURCE_EXHAUSTED") and message.endswith("try --remat")
     assert harness.out_of_memory_hint(jax.errors.JaxRuntimeError("INTERNAL: x"), "h") is None
     assert harness.out_of_memory_hint(ValueError("RESOURCE_EXHAUSTED"), "h") is None
+
+
+def test_time_calls_divides_back_to_back_calls():
+    calls = []
+
+    def call():
+        calls.append(1)
+        time.sleep(0.01)
+        return jnp.ones(1)
+
+    timing, _ = harness.time_calls(call, repeats=2, warmup=1, calls_per_sample=3)
+    assert len(calls) == 9 and timing.calls_per_sample == 3
+    assert all(0.009 < t < 0.03 for t in timing.times_s)  # per call, not per sample of three
+    assert timing.as_dict()["calls_per_sample"] == 3
+    with pytest.raises(ValueError, match="calls_per_sample=0"):
+        harness.time_calls(call, repeats=1, calls_per_sample=0)
+
+
+def test_analysis_records_a_failure_instead_of_raising(capsys):
+    assert harness.analysis("sum", sum, [1, 2]) == 3
+
+    def broken(text):
+        raise ValueError(f"cannot parse {text!r}")
+
+    assert harness.analysis("kernel model", broken, "fmha") == {"error": "ValueError: cannot parse 'fmha'"}
+    assert "warning: kernel model failed (ValueError: cannot parse 'fmha')" in capsys.readouterr().err
+
+
+def test_require_accelerator_refuses_full_size_runs_on_the_cpu():
+    assert jax.default_backend() == "cpu"
+    message = harness.require_accelerator(smoke=False, allow_cpu=False)
+    assert message.startswith("error: jax's backend is 'cpu'") and "--allow-cpu" in message
+    assert harness.require_accelerator(smoke=True, allow_cpu=False) is None
+    assert harness.require_accelerator(smoke=False, allow_cpu=True) is None
+
+
+def test_git_commit_falls_back_to_the_environment(monkeypatch, tmp_path):
+    # A copy of the tree without .git (a lent GPU machine) takes the commit from the environment.
+    monkeypatch.setattr(harness, "REPO", tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    monkeypatch.delenv("GLIDE_GIT_COMMIT", raising=False)
+    monkeypatch.delenv("GLIDE_GIT_DIRTY", raising=False)
+    assert harness.git_commit() == {"commit": None, "dirty": None}
+    monkeypatch.setenv("GLIDE_GIT_COMMIT", "ab" * 20)
+    monkeypatch.setenv("GLIDE_GIT_DIRTY", "0")
+    assert harness.git_commit() == {"commit": "ab" * 20, "dirty": False}
+
+
+def test_write_json_marks_partial_results_and_replaces_whole_files(tmp_path):
+    out = tmp_path / "r.json"
+    harness.write_json({"rows": [1]}, out, partial=True)
+    assert json.loads(out.read_text()) == {"rows": [1], "partial": True}
+    harness.write_json({"rows": [1, 2]}, out)
+    assert json.loads(out.read_text()) == {"rows": [1, 2], "partial": False}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]  # no temporary left behind

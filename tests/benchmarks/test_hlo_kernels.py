@@ -167,3 +167,25 @@ def test_loop_state_reads_the_biggest_while_loop():
     assert hlo_kernels.loop_state(jax.jit(jnp.sin).lower(jnp.ones(3)).compile()) is None
     assert hlo_kernels.loop_state(GPU_STYLE_HLO)["bytes_by_dtype"] == {
         "bf16": (2 * 8 * 8 * 16 + 16 * 3 * 3 * 16 + 2 * 64 * 4 * 32 + 2 * 80 * 4 * 32) * 2, "s32": 4}
+
+
+def test_attention_without_layout_constraints_reads_the_backend_config():
+    # Another XLA build may leave out operand_layout_constraints: q and k come
+    # from the operands, in (B, N, T, H) order here, and QK^T's dimension
+    # numbers say which axis of k is S.
+    config = ('backend_config={"cudnn_fmha_backend_config":{"bmm1_dot_dimension_numbers":'
+              '{"lhs_contracting_dimensions":["3"],"rhs_contracting_dimensions":["3"],'
+              '"lhs_batch_dimensions":["0","1"],"rhs_batch_dimensions":["0","1"]}}}')
+    line = ('  %attn = (bf16[2,4,64,32]{3,2,1,0}, u8[0]{0}) custom-call(%qt, %kt, %kt), '
+            'custom_call_target="__cudnn$fmhaSoftmax", ' + config)
+    text = GPU_STYLE_HLO.replace(
+        "  %attn = (bf16[2,4,64,32]{3,1,2,0}, u8[0]{0}) custom-call(%q, %kv, %kv)",
+        "  %qt = bf16[2,4,64,32]{3,2,1,0} transpose(%q), dimensions={0,2,1,3}\n"
+        "  %kt = bf16[2,4,80,32]{3,2,1,0} transpose(%kv), dimensions={0,2,1,3}\n"
+        "  %attn_old = (bf16[2,4,64,32]{3,1,2,0}, u8[0]{0}) custom-call(%q, %kv, %kv)")
+    text = text.replace("  %one = s32[] constant(1)\n", line + "\n  %one = s32[] constant(1)\n", 1)
+    kernels = _by_name(hlo_kernels.parse_module(text))
+    assert kernels["attn"].flops == ATTENTION_FLOPS == kernels["attn_old"].flops
+    bare = text.replace(config, "api_version=API_VERSION_STATUS_RETURNING")
+    with pytest.raises(ValueError, match="attention call %attn: neither operand_layout_constraints"):
+        _by_name(hlo_kernels.parse_module(bare))

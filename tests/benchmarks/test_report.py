@@ -108,3 +108,14 @@ def test_main_prints_and_writes(files, tmp_path, capsys):
     assert printed == out.read_text() and "| Workload | Reference |" in printed
     assert report.main([str(tmp_path / "missing.json")]) == 1
     assert "missing.json: cannot read it" in capsys.readouterr().err
+
+
+def test_partial_and_non_finite_runs_are_flagged(tmp_path):
+    # A train run cut short during the matmul peak: the step is timed, MFU is not.
+    train = _run("train_speed", "2026-12-01T11:00:00Z", train={
+        "batch_size": 64, "step_s": 0.14, "images_per_s": 457.1, "memory": {"error": "x"}, "finite": False})
+    train["partial"] = True
+    lines = _lines(report.results_table(report.load_rows([_write(tmp_path, "t.json", train)])))
+    row = lines["Base training step, batch 64, bf16 + AdamW"]
+    assert "0.140 s (457 img/s), MFU pending, memory unknown" in row and "| - |" in row
+    assert "(partial run, NON-FINITE output)" in row
