@@ -278,3 +278,20 @@ def test_synthetic_batch_has_every_kinds_inputs(name):
     batch = train_speed.synthetic_batch(config, 4, 0)
     loss, metrics = jax.eval_shape(loss_fn, state.params, batch, jax.random.PRNGKey(0))
     assert loss.shape == () and "loss" in metrics
+
+
+def test_device_run_script_writes_each_result_and_log(tmp_path):
+    # benchmarks/device_run.sh is what a lent GPU machine runs; `A --smoke` on the CPU checks its plumbing.
+    import os
+    env = {**os.environ, "OUT": str(tmp_path), "JAX_PLATFORMS": "cpu", "PYTHON": sys.executable,
+           "GLIDE_GIT_COMMIT": "ab" * 20}
+    done = subprocess.run(["bash", "benchmarks/device_run.sh", "A", "--smoke"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "layer_speed.json", "layer_speed.log", "sample_speed_base.json", "sample_speed_base.log"]
+    result = json.loads((tmp_path / "sample_speed_base.json").read_text())
+    assert result["partial"] is False and [row["workload"] for row in result["results"]] == ["base"]
+    bad = subprocess.run(["bash", "benchmarks/device_run.sh", "Z"], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown phase 'Z'" in bad.stderr
