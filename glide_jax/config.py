@@ -364,6 +364,10 @@ def _validate_data(config) -> None:
         _fail("data.mask_min_fraction", config.data.mask_min_fraction, "must not exceed data.mask_max_fraction")
     if config.data.dataset == "folder" and not config.data.folder_path:
         _fail("data.folder_path", config.data.folder_path, "is required with data.dataset='folder'")
+    if config.data.dataset == "folder" and config.data.folder_max_short_side < image_size(config):
+        _fail("data.folder_max_short_side", config.data.folder_max_short_side,
+              f"is below the training image side {image_size(config)}: every image would be stored smaller "
+              "and upscaled")
     if config.data.dataset == "tfds":
         for key in ("data.tfds_name", "data.image_key", "data.text_key"):
             if not isinstance(_get(config, key), str) or not _get(config, key):

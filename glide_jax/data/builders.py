@@ -22,7 +22,7 @@ import pathlib
 import zlib
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from glide_jax.config import ConfigError
 from glide_jax.data import shapes
@@ -133,45 +133,88 @@ class GlideShapes(tfds.core.GeneratorBasedBuilder):
             }
 
 
-def list_folder(source: str | os.PathLike) -> list[tuple[pathlib.Path, str]]:
-    """The (image path, caption) pairs of a folder or a JSONL/CSV manifest.
+Captions = tuple[str, ...]  # an image's captions; () for none (an unconditional example)
+
+
+def _read_text(path: pathlib.Path, what: str) -> str:
+    """A UTF-8 text file (a leading byte-order mark dropped); undecodable bytes name the file."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{what} {path}: not UTF-8 text ({err.reason} at byte {err.start}); "
+                          "save it as UTF-8") from None
+
+
+def _row_captions(value, where: str) -> Captions:
+    """A manifest row's caption: a string or a list of strings (several captions of one image)."""
+    values = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, str) for v in values):
+        raise ConfigError(f"{where}: 'caption' must be a string or a list of strings, got {value!r}")
+    return tuple(v.strip() for v in values if v.strip())
+
+
+def list_folder(source: str | os.PathLike) -> list[tuple[pathlib.Path, Captions]]:
+    """The (image path, captions) pairs of a folder or a JSONL/CSV manifest.
 
     Args:
       source: a directory (images with same-stem `.txt` captions, searched
-        recursively; a missing `.txt` means an empty caption), a `.jsonl` file
-        of `{"path": ..., "caption": ...}` lines, or a `.csv` file with a
-        `path,caption` header. Relative paths are relative to the manifest.
+        recursively; a missing or empty `.txt` means no caption), a `.jsonl`
+        file of `{"path": ..., "caption": ...}` lines (a caption may be a list
+        of strings), or a `.csv` file with a `path,caption` header. A path
+        listed on several rows (COCO style: one row per caption) is one image
+        with all its captions; training picks one at random each time.
+        Relative paths are relative to the manifest. Text is UTF-8 (a
+        byte-order mark is allowed).
 
     Returns:
       Pairs sorted by path, so the listing does not depend on the file system.
+
+    Raises:
+      FileNotFoundError: `source` does not exist.
+      ConfigError: a manifest or caption file that cannot be read as
+        documented, naming the file (and line).
     """
     source = pathlib.Path(source).expanduser()
     if source.is_dir():
         pairs = []
         for path in sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
             text = path.with_suffix(".txt")
-            pairs.append((path, text.read_text(encoding="utf-8").strip() if text.exists() else ""))
+            caption = _read_text(text, "caption file").strip() if text.exists() else ""
+            pairs.append((path, (caption,) if caption else ()))
         return pairs
     if not source.is_file():
         raise FileNotFoundError(f"config.data.folder_path = {str(source)!r}: no such file or directory")
+    rows = []  # (where, row)
     if source.suffix.lower() == ".jsonl":
-        rows = []
-        for line_no, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
+        for line_no, line in enumerate(_read_text(source, "manifest").splitlines(), 1):
+            if not line.strip():
+                continue
+            where = f"{source}:{line_no}"
+            try:
                 row = json.loads(line)
-                if "path" not in row:
-                    raise ConfigError(f"{source}:{line_no}: a JSONL row needs a 'path' key, got {sorted(row)}")
-                rows.append(row)
+            except json.JSONDecodeError as err:
+                raise ConfigError(f"{where}: not a JSON object ({err.msg} at column {err.colno})") from None
+            if not isinstance(row, dict) or "path" not in row or "caption" not in row:
+                found = sorted(row) if isinstance(row, dict) else type(row).__name__
+                raise ConfigError(f"{where}: a JSONL row needs 'path' and 'caption' keys (the caption may be "
+                                  f"\"\" for none), got {found}")
+            rows.append((where, row))
     elif source.suffix.lower() == ".csv":
-        with source.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-        if rows and "path" not in rows[0]:
-            raise ConfigError(f"{source}: the CSV header must name 'path' and 'caption' columns")
+        reader = csv.DictReader(io.StringIO(_read_text(source, "manifest"), newline=""))
+        header = reader.fieldnames or []
+        if "path" not in header or "caption" not in header:
+            raise ConfigError(f"{source}: the CSV header must name 'path' and 'caption' columns, got {header}")
+        rows = [(f"{source}:{line_no}", row) for line_no, row in enumerate(reader, 2)]
     else:
         raise ConfigError(f"config.data.folder_path = {str(source)!r}: expected a directory, .jsonl or .csv")
-    base = source.parent
-    pairs = [(base / row["path"], (row.get("caption") or "").strip()) for row in rows]
-    return sorted(pairs, key=lambda pair: str(pair[0]))
+    captions: dict[pathlib.Path, list[str]] = {}
+    for where, row in rows:
+        if not isinstance(row["path"], str) or not row["path"]:
+            raise ConfigError(f"{where}: 'path' must be a non-empty string, got {row['path']!r}")
+        image = source.parent / row["path"]
+        value = row["caption"]
+        captions.setdefault(image, []).extend(_row_captions("" if value is None else value, where))
+    return sorted(((path, tuple(texts)) for path, texts in captions.items()), key=lambda pair: str(pair[0]))
 
 
 @dataclasses.dataclass(eq=False)
@@ -188,9 +231,9 @@ def image_folder_config(data_config) -> ImageFolderConfig:
     source = str(pathlib.Path(data_config.folder_path).expanduser().resolve())
     digest = hashlib.sha1(
         f"{source}|{data_config.folder_validation_fraction}|{data_config.folder_max_short_side}".encode())
-    for path, caption in list_folder(source):
+    for path, captions in list_folder(source):
         stat = path.stat() if path.exists() else None
-        digest.update(f"{path}|{caption}|{stat and stat.st_size}|{stat and stat.st_mtime_ns}\n".encode())
+        digest.update(f"{path}|{json.dumps(captions)}|{stat and stat.st_size}|{stat and stat.st_mtime_ns}\n".encode())
     return ImageFolderConfig(
         name=f"f{digest.hexdigest()[:16]}",
         source=source,
@@ -203,8 +246,35 @@ def _is_validation(path: pathlib.Path, fraction: float) -> bool:
     return zlib.crc32(path.name.encode()) % 10_000 < fraction * 10_000
 
 
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode as 8-bit RGB.
+
+    16- and 32-bit grey levels are scaled to 8 bits (PIL's own conversion
+    clips them at 255, which turns a 16-bit photo white); float images in
+    [0, 1] are scaled by 255. Transparent pixels are composited onto white,
+    not dropped (PIL's conversion would show the colours hidden under them).
+    """
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        values = np.asarray(img, np.float64)
+        top = float(values.max(initial=0.0))
+        if img.mode == "F" and top <= 1.0:
+            values = values * 255.0
+        elif img.mode.startswith("I;16") or top > 255.0:
+            values = values / (257.0 if top <= 65535.0 else top / 255.0)
+        img = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (img.mode in ("P", "L", "RGB")
+                                                           and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
 def read_rgb(path: pathlib.Path, max_short_side: int | None = None) -> np.ndarray:
     """Decodes an image file fully to (H, W, 3) uint8; raises on any defect.
+
+    The image is turned upright by its EXIF orientation (phone photos), and
+    converted to 8-bit RGB by `_to_rgb`.
 
     Args:
       path: the image file.
@@ -214,7 +284,7 @@ def read_rgb(path: pathlib.Path, max_short_side: int | None = None) -> np.ndarra
     """
     with Image.open(path) as img:
         img.load()  # force a full decode so truncated files fail here
-        img = img.convert("RGB")
+        img = _to_rgb(ImageOps.exif_transpose(img))
         short = min(img.size)
         if max_short_side is not None and short > max_short_side:
             scale = max_short_side / short
@@ -226,14 +296,19 @@ def read_rgb(path: pathlib.Path, max_short_side: int | None = None) -> np.ndarra
 class ImageFolderCaptions(tfds.core.GeneratorBasedBuilder):
     """The user's own images with captions.
 
-    Unreadable images are skipped with a warning naming the file; the counts
-    and names are kept in `info.metadata` ("skipped", "skipped_files",
-    "empty_captions", per split). Empty captions are kept: they train the
-    unconditional model.
+    Each example is one image with all its captions (a list; training picks
+    one at random). Unreadable images are skipped with a warning naming the
+    file; the counts and names are kept in `info.metadata` ("skipped",
+    "skipped_files", "empty_captions", per split). Images without a caption
+    are kept: they train the unconditional model. A folder in which no
+    image can be read is an error.
     """
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "First release.",
+        "1.1.0": "`caption` is a list: a manifest's rows of one path are one image with all their captions.",
+    }
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
@@ -241,7 +316,7 @@ class ImageFolderCaptions(tfds.core.GeneratorBasedBuilder):
             features=tfds.features.FeaturesDict(
                 {
                     "image": tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
-                    "caption": tfds.features.Text(),
+                    "caption": tfds.features.Sequence(tfds.features.Text()),
                     "path": tfds.features.Text(),
                 }
             ),
@@ -254,26 +329,38 @@ class ImageFolderCaptions(tfds.core.GeneratorBasedBuilder):
         pairs = list_folder(cfg.source)
         if not pairs:
             raise ConfigError(f"config.data.folder_path = {cfg.source!r}: no images found")
-        splits = {"train": [p for p in pairs if not _is_validation(p[0], cfg.validation_fraction)]}
-        if cfg.validation_fraction > 0:
-            splits["validation"] = [p for p in pairs if _is_validation(p[0], cfg.validation_fraction)]
+        held_out = [_is_validation(path, cfg.validation_fraction) for path, _ in pairs]
+        splits = {"train": [p for p, out in zip(pairs, held_out) if not out]}
+        if not splits["train"]:
+            raise ConfigError(f"config.data.folder_validation_fraction = {cfg.validation_fraction}: all "
+                              f"{len(pairs)} images fall in the validation split; lower it")
+        if any(held_out):
+            splits["validation"] = [p for p, out in zip(pairs, held_out) if out]
+        elif cfg.validation_fraction > 0:
+            _LOG.warning("glide_jax.data: folder_validation_fraction = %s holds out none of %d images; "
+                         "no validation split", cfg.validation_fraction, len(pairs))
         for key in ("skipped", "skipped_files", "empty_captions"):
             self.info.metadata[key] = {}
         return {name: self._generate_examples(name, items) for name, items in splits.items()}
 
     def _generate_examples(self, split: str, pairs):
         skipped, empty = [], 0
-        for path, caption in pairs:
+        for path, captions in pairs:
             try:
                 image = read_rgb(path, self.builder_config.max_short_side)
             except Exception as err:  # noqa: BLE001  PIL raises many types for bad files; none may abort
                 _LOG.warning("glide_jax.data: skipping unreadable image %s (%s: %s)", path, type(err).__name__, err)
                 skipped.append(str(path))
                 continue
-            empty += not caption
-            yield str(path), {"image": encode_png(image), "caption": caption, "path": str(path)}
+            empty += not captions
+            yield str(path), {"image": encode_png(image), "caption": list(captions), "path": str(path)}
+        if len(skipped) == len(pairs):
+            raise ConfigError(f"config.data.folder_path = {self.builder_config.source!r}: none of the "
+                              f"{len(pairs)} images of the {split} split could be read (first: {skipped[0]}; "
+                              "the log names each with its error)")
         if empty:
-            _LOG.warning("glide_jax.data: %d empty captions in %s split (kept as unconditional)", empty, split)
+            _LOG.warning("glide_jax.data: %d of %d images in the %s split have no caption (kept as "
+                         "unconditional)", empty, len(pairs) - len(skipped), split)
         self.info.metadata["skipped"][split] = len(skipped)
         self.info.metadata["skipped_files"][split] = skipped
         self.info.metadata["empty_captions"][split] = empty

@@ -181,6 +181,7 @@ class InputPipeline:
             "global_batch_size": self.global_batch_size,
             "process_count": self.process_count,
             "examples_per_host": self._host.num_examples,
+            "shuffle_buffer": self._shuffle_buffer,
         }
 
     def restore(self, state: dict) -> None:
@@ -188,12 +189,15 @@ class InputPipeline:
 
         Raises:
           ConfigError if the state comes from a different split, seed, batch
-          size, host count or dataset size (the order would not match).
+          size, host count, dataset size or shuffle buffer (the order would
+          not match; states saved before the buffer was recorded skip that check).
         """
         if state.get("format") != STATE_FORMAT:
             raise ValueError(f"not an input pipeline state (format {state.get('format')!r}, want {STATE_FORMAT!r})")
         mine = self.state()
-        for key in ("split", "seed", "global_batch_size", "process_count", "examples_per_host"):
+        for key in ("split", "seed", "global_batch_size", "process_count", "examples_per_host", "shuffle_buffer"):
+            if key == "shuffle_buffer" and key not in state:
+                continue
             if state.get(key) != mine[key]:
                 raise config_lib.ConfigError(f"the checkpoint's input pipeline has {key}={state.get(key)!r} but "
                                              f"this one has {mine[key]!r}; resuming would not reproduce the "

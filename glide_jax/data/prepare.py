@@ -7,10 +7,12 @@ Builds glide_shapes or the folder dataset, or downloads and prepares a TFDS
 catalogue dataset, into config.data.data_dir and prints a JSON summary (split
 sizes; for a folder, the skipped files and empty-caption counts). Training
 prepares a missing dataset by itself; run this first on multi-host set-ups so
-that the hosts do not all write the same data_dir.
+that the hosts do not all write the same data_dir. A bad config value, a
+missing folder or an unreadable manifest is one `error:` line and exit code 2.
 """
 
 import json
+import sys
 
 from absl import app
 from ml_collections import config_flags
@@ -23,10 +25,15 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config fil
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    config = config_lib.validate(_CONFIG.value)
-    from glide_jax.data import sources  # pylint: disable=import-outside-toplevel  (imports TensorFlow)
+    try:
+        config = config_lib.validate(_CONFIG.value)
+        from glide_jax.data import sources  # pylint: disable=import-outside-toplevel  (imports TensorFlow)
 
-    print(json.dumps(sources.prepare_dataset(config.data), indent=2))
+        summary = sources.prepare_dataset(config.data)
+    except (config_lib.ConfigError, FileNotFoundError, NotADirectoryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

@@ -95,10 +95,14 @@ def resize_and_crop(image, size: int, seed, random_crop: bool):
 
 
 def downsample(image, size: int):
-    """(S, S, 3) float32 in [0, 255] -> (size, size, 3), anti-aliased (the upsampler's input)."""
+    """(S, S, 3) float32 in [0, 255] -> (size, size, 3), anti-aliased (the upsampler's input).
+
+    Clipped to [0, 255]: a filter whose taps do not tile the image (a size
+    that does not divide S) can overshoot the range by a hair.
+    """
     if image.shape[0] == size:
         return image
-    return _resize(image, size, size, shrink=tf.constant(size < image.shape[0]))
+    return tf.clip_by_value(_resize(image, size, size, shrink=tf.constant(size < image.shape[0])), 0.0, 255.0)
 
 
 def pick_caption(caption, seed):

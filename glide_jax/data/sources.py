@@ -26,7 +26,7 @@ class HostSplit:
       dataset: tf.data.Dataset of {"image": tf.string, "caption": tf.string (scalar
         or 1-D)}, in a fixed order.
       num_examples: examples in this share (equal on every host).
-      name: the TFDS split string of the share, e.g. "train[50%:100%]".
+      name: the share, for messages: "train", or "train (host 2 of 2)".
     """
 
     dataset: Any
@@ -93,6 +93,10 @@ def load_host_split(data_config, split: str, process_index: int, process_count: 
         image_key, text_key = data_config.image_key, data_config.text_key
         builder = tfds.builder(data_config.tfds_name, data_dir=data_config.data_dir)
         builder.download_and_prepare()  # split sizes are only known once prepared
+        # Before tfds.load, whose decoders would fail on a wrong key with TFDS's own message.
+        features = builder.info.features.get_tensor_info()
+        _get_nested(features, image_key, "image_key")
+        _get_nested(features, text_key, "text_key")
         name = _host_split_name(split, builder.info.splits, process_index, process_count, data_config.tfds_name)
         ds, info = tfds.load(
             data_config.tfds_name, split=name, data_dir=data_config.data_dir, download=True,
@@ -114,7 +118,8 @@ def load_host_split(data_config, split: str, process_index: int, process_count: 
         raise ConfigError(f"config.data.text_key = {text_key!r}: expected a string or list of strings, got {text_spec}")
     ds = ds.map(lambda ex: {"image": _get_nested(ex, image_key, "image_key"),
                             "caption": _get_nested(ex, text_key, "text_key")})
-    return HostSplit(ds, int(info.splits[name].num_examples), name)
+    label = split if process_count == 1 else f"{split} (host {process_index + 1} of {process_count})"
+    return HostSplit(ds, int(info.splits[name].num_examples), label)
 
 
 def skipped_images(data_config) -> dict:

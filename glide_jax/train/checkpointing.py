@@ -88,10 +88,11 @@ def config_differences(stored: dict[str, Any], config: ml_collections.ConfigDict
 
 # Settings a resumed run must share with its checkpoint: the input pipeline
 # replays the batch order from them.
-DATA_ORDER_KEYS = ("data.batch_size", "train.seed")
+DATA_ORDER_KEYS = ("data.batch_size", "data.shuffle_buffer", "train.seed")
 # Settings that change what training does from the resumed step on.
 TRAINING_KEYS = ("diffusion.noise_schedule", "diffusion.steps", "diffusion.timestep_respacing",
-                 "data.caption_dropout", "data.dataset")
+                 "data.caption_dropout", "data.dataset", "data.folder_path", "data.tfds_name",
+                 "data.shapes_train_size", "data.shapes_seed", "data.shapes_max_objects")
 
 
 def check_resumable(stored: dict[str, Any], config: ml_collections.ConfigDict, step: int) -> list[str]:

@@ -112,6 +112,15 @@ def test_resume_gives_the_batches_of_an_unbroken_run(tiny_config):
     assert _equal(_take(resumed, 6), unbroken[4:])
     with pytest.raises(ValueError, match="seed=3"):
         data.create_input_pipeline(config, seed=4).restore(saved)
+    # The shuffle buffer sets the order too; states from before it was recorded still restore.
+    other_buffer = tiny_config(caption_dropout=0.5, random_crop=True, random_flip=True, shuffle_buffer=16)
+    other_buffer.model.kind = "inpaint"
+    with pytest.raises(ValueError, match="shuffle_buffer=64 but this one has 16"):
+        data.create_input_pipeline(other_buffer, seed=3).restore(saved)
+    older = {k: v for k, v in saved.items() if k != "shuffle_buffer"}
+    resumed = data.create_input_pipeline(config, seed=3)
+    resumed.restore(older)
+    assert _equal(_take(resumed, 1), unbroken[4:5])
 
 
 def test_caption_dropout_hits_its_rate(tiny_config):

@@ -2,6 +2,9 @@
 
 import json
 import logging
+import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -38,7 +41,7 @@ class TinyCaptions(tfds.core.GeneratorBasedBuilder):
 
 
 def _folder_config(tiny_config, path, **data_overrides):
-    config = tiny_config(dataset="folder", folder_path=str(path), batch_size=2, **data_overrides)
+    config = tiny_config(**{"dataset": "folder", "folder_path": str(path), "batch_size": 2, **data_overrides})
     config.text.text_ctx = 16
     return config
 
@@ -148,3 +151,116 @@ def test_large_folder_images_are_stored_shrunk(tmp_path):
     Image.fromarray(np.zeros((90, 150, 3), np.uint8)).save(path)
     assert builders.read_rgb(path, max_short_side=30).shape == (30, 50, 3)
     assert builders.read_rgb(path, max_short_side=120).shape == (90, 150, 3)
+
+
+def _save(path, array, mode=None, **params):
+    Image.fromarray(array, mode).save(path, **params) if mode else Image.fromarray(array).save(path, **params)
+    return path
+
+
+def test_images_of_every_mode_become_upright_8_bit_rgb(tmp_path):
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    grey16 = builders.read_rgb(_save(tmp_path / "g16.png", ramp))
+    # PIL's own conversion clips 16-bit levels at 255 (a white image); they are scaled instead.
+    assert grey16.shape == (64, 64, 3) and abs(grey16.mean() - 127.5) < 1 and grey16.min() == 0
+    floats = Image.fromarray(np.full((8, 8), 0.5, np.float32), "F")
+    floats.save(tmp_path / "f.tif")
+    assert np.all(builders.read_rgb(tmp_path / "f.tif") == 128)
+    # Transparent pixels are composited onto white, whatever colour they hide.
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 0] = 255  # red everywhere, but only the left half opaque
+    rgba[:, :4, 3] = 255
+    composited = builders.read_rgb(_save(tmp_path / "rgba.png", rgba))
+    assert np.all(composited[:, :4] == [255, 0, 0]) and np.all(composited[:, 4:] == 255)
+    palette = Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8), "P")
+    palette.info["transparency"] = 0  # palette index 0 (the top-left pixel) is transparent
+    palette.save(tmp_path / "p.png", transparency=0)
+    assert np.all(builders.read_rgb(tmp_path / "p.png")[0, 0] == 255)
+    # EXIF orientation 6 (rotate 90 degrees clockwise to view): stored 20 wide, shown 20 tall.
+    wide = np.zeros((10, 20, 3), np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(wide).save(tmp_path / "rotated.jpg", exif=exif)
+    assert builders.read_rgb(tmp_path / "rotated.jpg").shape == (20, 10, 3)
+
+
+def test_manifest_rows_of_one_image_are_its_captions(tmp_path, tiny_config, image_folder):
+    # COCO style: one row per caption; a JSONL caption may also be a list. BOM-prefixed files are fine.
+    rows = [{"path": str(image_folder / "img0.png"), "caption": "first of zero"},
+            {"path": str(image_folder / "img0.png"), "caption": ["second of zero", "  "]},
+            {"path": str(image_folder / "img1.png"), "caption": ""}]
+    manifest = tmp_path / "coco.jsonl"
+    manifest.write_text("\ufeff" + "\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    assert builders.list_folder(manifest) == [(image_folder / "img0.png", ("first of zero", "second of zero")),
+                                              (image_folder / "img1.png", ())]
+    csv_manifest = tmp_path / "excel.csv"
+    csv_manifest.write_text("\ufeffpath,caption\nimg0.png,one\nimg0.png,two\n", encoding="utf-8")
+    (tmp_path / "img0.png").write_bytes((image_folder / "img0.png").read_bytes())
+    assert builders.list_folder(csv_manifest) == [(tmp_path / "img0.png", ("one", "two"))]
+    config = _folder_config(tiny_config, manifest, batch_size=1)
+    assert sources.skipped_images(config.data)["empty_captions"] == {"train": 1}
+    picked = set()
+    for seed in range(8):  # each epoch picks one of img0's captions at random
+        batches = list(data.create_input_pipeline(config, seed=seed, num_epochs=1))
+        picked |= set(_captions(batches, get_tokenizer(config.text)))
+    assert picked == {"first of zero", "second of zero", ""}
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("no_caption.jsonl", '{"path": "a.png", "text": "wrong key"}\n', r"no_caption\.jsonl:1: .*'caption'"),
+    ("broken.jsonl", '{"path": "a.png", "caption": "x"}\n{"path": "b.png", "caption": \n',
+     r"broken\.jsonl:2: not a JSON object"),
+    ("number.jsonl", '{"path": "a.png", "caption": 5}\n', r"number\.jsonl:1: 'caption' must be a string"),
+    ("text.csv", "path,text\na.png,wrong column\n", r"text\.csv: the CSV header must name 'path' and 'caption'"),
+])
+def test_manifest_mistakes_name_the_file_and_line(tmp_path, name, content, message):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(config_lib.ConfigError, match=message):
+        builders.list_folder(tmp_path / name)
+
+
+def test_caption_files_must_be_utf8(tmp_path):
+    _save(tmp_path / "a.png", np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "a.txt").write_bytes("café".encode("latin-1"))
+    with pytest.raises(config_lib.ConfigError, match=r"caption file .*a\.txt: not UTF-8"):
+        builders.list_folder(tmp_path)
+
+
+def test_folders_nothing_can_be_trained_on_are_errors(tmp_path, tiny_config, caplog):
+    unreadable = tmp_path / "unreadable"
+    unreadable.mkdir()
+    for i in range(3):
+        (unreadable / f"x{i}.png").write_bytes(b"not an image")
+    with pytest.raises(config_lib.ConfigError, match=r"none of the 3 images of the train split could be read "
+                                                     r"\(first: .*x0\.png"):
+        sources.prepare_dataset(_folder_config(tiny_config, unreadable).data)
+    # A validation fraction too small to hold out any image: no validation split, with a warning.
+    few = tmp_path / "few"
+    few.mkdir()
+    for i in range(3):
+        _save(few / f"y{i}.png", np.full((8, 8, 3), i, np.uint8))
+    with caplog.at_level(logging.WARNING):
+        summary = sources.prepare_dataset(_folder_config(tiny_config, few, folder_validation_fraction=1e-4).data)
+    assert summary["splits"] == {"train": 3}
+    assert any("holds out none of 3 images" in rec.getMessage() for rec in caplog.records)
+    with pytest.raises(config_lib.ConfigError, match=r"config\.data\.folder_max_short_side"):
+        _folder_config(tiny_config, few, folder_max_short_side=16)  # below the 32 px model
+
+
+def test_catalogue_feature_keys_are_checked_before_loading(tiny_config, data_dir):
+    TinyCaptions(data_dir=str(data_dir)).download_and_prepare()
+    bad = tiny_config(dataset="tfds", tfds_name="tiny_captions", image_key="img", text_key="captions/text")
+    with pytest.raises(config_lib.ConfigError, match=r"config\.data\.image_key = 'img': feature 'img' not found; "
+                                                     r"available: \['captions', 'image'\]"):
+        data.create_input_pipeline(bad, seed=0)
+
+
+def test_prepare_tool_reports_mistakes_in_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "glide_jax.data.prepare", "--config", "configs/shapes_base.py",
+                           "--config.data.dataset=folder", f"--config.data.folder_path={tmp_path / 'nope'}",
+                           f"--config.data.data_dir={tmp_path / 'tfds'}"],
+                          capture_output=True, text=True, timeout=300,
+                          cwd=pathlib.Path(__file__).resolve().parents[2])
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == (f"error: config.data.folder_path = '{tmp_path / 'nope'}': "
+                                                    "no such file or directory")

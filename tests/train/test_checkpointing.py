@@ -49,3 +49,10 @@ def test_resuming_with_other_settings_warns_or_refuses():
     with pytest.raises(config_lib.ConfigError, match=r"config\.data\.batch_size = 7, but the checkpoint's run "
                                                      r"used 64"):
         checkpointing.check_resumable(stored, other_batch, 999)
+    other_buffer = config.copy_and_resolve_references()
+    other_buffer.data.shuffle_buffer = 7
+    with pytest.raises(config_lib.ConfigError, match=r"config\.data\.shuffle_buffer = 7"):
+        checkpointing.check_resumable(stored, other_buffer, 999)
+    other_folder = config.copy_and_resolve_references()
+    other_folder.data.folder_path = "/data/other"
+    assert any("config.data.folder_path changes" in w for w in checkpointing.check_resumable(stored, other_folder, 999))
