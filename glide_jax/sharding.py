@@ -44,6 +44,8 @@ from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from glide_jax.config import ConfigError
+
 MESH_AXES = ("data", "fsdp", "tensor")
 # (mesh, logical rules) while `constraints` is active.
 _ACTIVE: contextvars.ContextVar[tuple[Mesh, tuple] | None] = contextvars.ContextVar("glide_jax_mesh", default=None)
@@ -61,19 +63,19 @@ def create_mesh(mesh_config: ml_collections.ConfigDict, devices: Sequence[Any] |
       A Mesh with axis names ("data", "fsdp", "tensor").
 
     Raises:
-      ValueError: if the axis sizes do not multiply to the device count.
+      ConfigError: if the axis sizes do not multiply to the device count.
     """
     devices = list(jax.devices() if devices is None else devices)
     fsdp, tensor = int(mesh_config.fsdp), int(mesh_config.tensor)
     data = mesh_config.data
     if data is None:
         if len(devices) % (fsdp * tensor):
-            raise ValueError(f"config.mesh.fsdp * config.mesh.tensor = {fsdp * tensor} does not divide "
+            raise ConfigError(f"config.mesh.fsdp * config.mesh.tensor = {fsdp * tensor} does not divide "
                              f"the {len(devices)} devices")
         data = len(devices) // (fsdp * tensor)
     shape = (int(data), fsdp, tensor)
     if int(np.prod(shape)) != len(devices):
-        raise ValueError(f"config.mesh (data={data}, fsdp={fsdp}, tensor={tensor}) needs "
+        raise ConfigError(f"config.mesh (data={data}, fsdp={fsdp}, tensor={tensor}) needs "
                          f"{int(np.prod(shape))} devices but {len(devices)} are available")
     try:  # physical topology aware where the platform supports it
         grid = mesh_utils.create_device_mesh(shape, devices)
@@ -180,6 +182,15 @@ def batch_sharding(mesh: Mesh, mesh_config: ml_collections.ConfigDict) -> NamedS
     """Sharding of batch arrays: the leading dimension over the "batch" rule's axes."""
     axes = nn.logical_to_mesh_axes(("batch",), logical_rules(mesh_config))
     return NamedSharding(mesh, P(*axes))
+
+
+def rows_held(sharding: NamedSharding, rows: int, devices: Sequence[Any]) -> int:
+    """How many distinct rows of a (rows, ...) array laid out with `sharding` live on `devices`."""
+    index_map = sharding.devices_indices_map((rows,))
+    held: set[int] = set()
+    for device in devices:
+        held.update(range(*index_map[device][0].indices(rows)))
+    return len(held)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -28,6 +28,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from glide_jax import config as config_lib
+from glide_jax import sharding as sharding_lib
 from glide_jax.data import masks, preprocess, sources
 from glide_jax.data.tf_env import import_tensorflow, num_threads
 
@@ -65,6 +66,24 @@ def batch_sharding(mesh, data_axes) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(axes if axes else None))
 
 
+def check_host_rows(sharding: NamedSharding, batch_size: int, host_batch_size: int, devices) -> None:
+    """Raises ConfigError unless `devices` (one process's) hold exactly `host_batch_size` rows of the batch.
+
+    Each process reads its own `host_batch_size` examples. If the batch axes
+    have fewer shards than there are processes (say `mesh.tensor` spans the
+    hosts and `data * fsdp` is 1), a process's devices would hold rows that
+    other processes fill with different examples, and jax would assemble a
+    smaller batch whose "replicas" disagree, silently.
+    """
+    held = sharding_lib.rows_held(sharding, batch_size, devices)
+    if held != host_batch_size:
+        shards = batch_size // max(1, sharding.shard_shape((batch_size,))[0])
+        raise config_lib.ConfigError(
+            f"config.mesh: the batch of {batch_size} is split into {shards} shards over the mesh's data axes, "
+            f"so one process's devices hold {held} rows, but each process reads its own {host_batch_size}; "
+            f"make mesh.data * mesh.fsdp a multiple of the {batch_size // host_batch_size} processes")
+
+
 class InputPipeline:
     """An endless (or `num_epochs`-long) iterator of batches with a saveable position.
 
@@ -99,6 +118,9 @@ class InputPipeline:
             if batch_size % shards:
                 raise config_lib.ConfigError(f"config.data.batch_size = {batch_size}: not divisible by the {shards} "
                                              f"shards of mesh axes {tuple(data_axes)} (see config.mesh)")
+            if jax.process_count() > 1:
+                mine = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+                check_host_rows(self._sharding, batch_size, self.host_batch_size, mine)
         self._position = 0
         self._start(0)
 
@@ -158,7 +180,9 @@ class InputPipeline:
             except StopIteration:
                 return
             if self._sharding is not None:
-                batch = {k: jax.make_array_from_process_local_data(self._sharding, v) for k, v in batch.items()}
+                batch = {k: jax.make_array_from_process_local_data(self._sharding, v, (self.global_batch_size,
+                                                                                      *v.shape[1:]))
+                         for k, v in batch.items()}
             self._ready.append(batch)
 
     def __iter__(self) -> Iterator[dict]:

@@ -49,10 +49,16 @@ def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def write_config(workdir: str | pathlib.Path, config: ml_collections.ConfigDict) -> None:
-    """Writes workdir/config.json (call on process 0 only)."""
+    """Writes workdir/config.json (call on process 0 only).
+
+    Through a temporary file and a rename, so another host reading it at the
+    same moment sees the old or the new file, never half of one.
+    """
     path = pathlib.Path(workdir) / "config.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(config_to_dict(config), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(config_to_dict(config), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    temporary.replace(path)
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

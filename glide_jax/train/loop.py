@@ -225,7 +225,9 @@ def _train_loop(run: Run, state: Any, pipeline: Any, writer: metrics_lib.Metrics
         if len(pending) > 1:  # keep one step in flight, so the bar shows finished steps
             jax.block_until_ready(pending[-2][1]["loss"])
         writer.step_done(step)
-        stopping = stop.requested()
+        due = step % cfg.checkpoint_every == 0 or step == cfg.num_steps or step % cfg.log_every == 0
+        # Across hosts the poll is a collective that waits for the step in flight: only at log and save steps.
+        stopping = stop.requested() if due or jax.process_count() == 1 else False
         saving = step % cfg.checkpoint_every == 0 or step == cfg.num_steps or stopping
         if saving or step % cfg.log_every == 0:
             row = _flush(pending, writer, step, last_saved)

@@ -17,8 +17,32 @@ import numpy as np
 import tqdm
 
 
+def truncate_rows(path: pathlib.Path, last_step: int) -> int:
+    """Drops the rows of a metrics.jsonl after `last_step` (and an unfinished last line); returns those kept.
+
+    A run resumed from an older checkpoint than its last logged row (it
+    crashed between a checkpoint and the next) logs those steps again; the
+    file then reads as one run. Rewritten through a temporary file.
+    """
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut off by a crash
+        if isinstance(row, dict) and row.get("step", 0) <= last_step:
+            kept.append(line)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    temporary.replace(path)
+    return len(kept)
+
+
 class MetricsWriter:
     """Appends metric rows to metrics.jsonl and TensorBoard; a tqdm bar on stderr.
+
+    On resume (`start_step` > 0), rows logged after `start_step` by the
+    interrupted run are dropped first, since this run logs those steps again.
 
     Args:
       workdir: the run directory.
@@ -42,10 +66,15 @@ class MetricsWriter:
             return
         workdir = pathlib.Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
-        self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
+        path = workdir / "metrics.jsonl"
+        if path.exists():
+            truncate_rows(path, start_step)
+        self._jsonl = open(path, "a", encoding="utf-8")
         from tensorboardX import SummaryWriter  # imported lazily: slow import, process 0 only
 
-        self._tb = SummaryWriter(str(workdir / "tensorboard"))
+        # On resume, TensorBoard hides the previous run's events past the
+        # checkpoint's step: this run logs those steps again.
+        self._tb = SummaryWriter(str(workdir / "tensorboard"), purge_step=start_step + 1 if start_step else None)
         if progress_bar:
             self._bar = tqdm.tqdm(total=num_steps, initial=start_step, unit="step", dynamic_ncols=True)
 

@@ -1,9 +1,12 @@
 """One optimizer step: `train_step(state, batch, rng) -> (state, metrics)`.
 
 Gradients may be accumulated over `config.optim.grad_accum_steps` equal
-micro-batches (a `lax.scan`, so memory holds one micro-batch's activations);
-the mean of the micro-batch gradients equals the full-batch gradient because
-every loss is a batch mean. Rematerialisation is the model's business
+micro-batches (a `lax.scan`, so memory holds one micro-batch's activations).
+For the diffusion losses, batch means over independent examples, the mean
+of the micro-batch gradients is the full batch's in expectation (each
+micro-batch draws its own timesteps and noise, so one seed's numbers
+differ); the CLIP loss is not: its negatives come from the micro-batch only
+(configs/glide_clip.py). Rematerialisation is the model's business
 (`config.model.remat`). After the AdamW update, every EMA tree moves towards
 the new parameters.
 

@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 
+from glide_jax import config as config_lib
 from glide_jax import data
 from glide_jax.data import pipeline as pipeline_lib
 from glide_jax.text import get_tokenizer
@@ -152,3 +153,18 @@ def test_global_batch_is_sharded_over_the_mesh(shapes_config):
         np.testing.assert_array_equal(np.asarray(value), local[key])
     with pytest.raises(ValueError, match="not divisible by the 8 shards"):
         data.create_input_pipeline(shapes_config, seed=1, mesh=mesh, batch_size=12)
+
+
+def test_each_process_must_hold_its_own_rows():
+    # Two simulated processes of four devices each: with the batch over 8
+    # shards each holds its 4 rows; with only "tensor" over the devices the
+    # batch is replicated, and each process's devices would hold all 8 rows
+    # of which it read only 4 (jax would build a smaller, inconsistent batch).
+    devices = np.array(jax.devices())
+    axes = ("data", "fsdp", "tensor")
+    split = pipeline_lib.batch_sharding(jax.sharding.Mesh(devices.reshape(4, 2, 1), axes), ("data", "fsdp"))
+    pipeline_lib.check_host_rows(split, 8, 4, devices[:4])
+    tensor = pipeline_lib.batch_sharding(jax.sharding.Mesh(devices.reshape(1, 1, 8), axes), ("data", "fsdp"))
+    with pytest.raises(config_lib.ConfigError, match=r"config\.mesh: the batch of 8 is split into 1 shards .* hold "
+                                                     r"8 rows, but each process reads its own 4"):
+        pipeline_lib.check_host_rows(tensor, 8, 4, devices[:4])

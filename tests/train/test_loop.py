@@ -30,6 +30,18 @@ def test_quarter_sums_become_means_and_empty_quarters_are_left_out():
     assert metrics.ratio_metrics(mean) == {"loss": 1.0, "loss_q0": 1.5}
 
 
+def test_a_resumed_run_drops_the_rows_it_logs_again(tmp_path):
+    # Crashed after logging step 5 with its last checkpoint at 3 (and a half-written line).
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in range(1, 6)) + '{"step": 6, "lo')
+    writer = metrics.MetricsWriter(tmp_path, num_steps=10, start_step=3, batch_size=2, progress_bar=False)
+    writer.write(4, {"loss": 0.5})
+    writer.close()
+    assert [(r["step"], r["loss"]) for r in metrics.read_metrics(tmp_path)] == [(1, 1.0), (2, 0.5), (3, 1 / 3),
+                                                                               (4, 0.5)]
+    assert not (tmp_path / "metrics.jsonl.tmp").exists()
+
+
 def test_run_writes_checkpoints_exports_and_grid(base_run):
     workdir, config, row = base_run
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["12", "6"]
