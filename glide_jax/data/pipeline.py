@@ -208,14 +208,8 @@ class InputPipeline:
             "shuffle_buffer": self._shuffle_buffer,
         }
 
-    def restore(self, state: dict) -> None:
-        """Continues from a `state()`: the next batch is the one that followed it.
-
-        Raises:
-          ConfigError if the state comes from a different split, seed, batch
-          size, host count, dataset size or shuffle buffer (the order would
-          not match; states saved before the buffer was recorded skip that check).
-        """
+    def check_state(self, state: dict) -> None:
+        """Raises unless this pipeline can continue from `state` (see `restore`)."""
         if state.get("format") != STATE_FORMAT:
             raise ValueError(f"not an input pipeline state (format {state.get('format')!r}, want {STATE_FORMAT!r})")
         mine = self.state()
@@ -226,6 +220,16 @@ class InputPipeline:
                 raise config_lib.ConfigError(f"the checkpoint's input pipeline has {key}={state.get(key)!r} but "
                                              f"this one has {mine[key]!r}; resuming would not reproduce the "
                                              f"batch order (use the checkpoint's settings or a fresh --workdir)")
+
+    def restore(self, state: dict) -> None:
+        """Continues from a `state()`: the next batch is the one that followed it.
+
+        Raises:
+          ConfigError if the state comes from a different split, seed, batch
+          size, host count, dataset size or shuffle buffer (the order would
+          not match; states saved before the buffer was recorded skip that check).
+        """
+        self.check_state(state)
         self._start(int(state["batches"]))
 
 

@@ -178,6 +178,9 @@ def _write_replicas_once() -> None:
         _replica_parallel = wanted
 
 
+STATE_ITEM, DATA_ITEM = "state", "data"  # the items of a checkpoint step
+
+
 class Checkpointer:
     """Saves and restores TrainState and the data position under workdir/checkpoints.
 
@@ -193,7 +196,7 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                enable_async_checkpointing=async_save)
         # Naming the handlers lets a fresh manager (a resumed process) read metadata.
-        handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
+        handlers = {STATE_ITEM: ocp.StandardCheckpointHandler(), DATA_ITEM: ocp.JsonCheckpointHandler()}
         self.manager = ocp.CheckpointManager(self.workdir.absolute() / "checkpoints", options=options,
                                              item_handlers=handlers)
 
@@ -203,8 +206,8 @@ class Checkpointer:
 
     def save(self, step: int, state: Any, data_state: dict[str, Any]) -> None:
         """Starts saving `state` and the JSON-able `data_state` as checkpoint `step`."""
-        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                        data=ocp.args.JsonSave(data_state)), force=True)
+        self.manager.save(step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardSave(state),
+                                                           DATA_ITEM: ocp.args.JsonSave(data_state)}), force=True)
 
     def stored_config(self) -> dict[str, Any] | None:
         """The run's config.json as written by `write_config`, or None if there is none."""
@@ -217,7 +220,7 @@ class Checkpointer:
         config_path = self.workdir / "config.json"
         if config_path.exists():
             lines += config_differences(json.loads(config_path.read_text(encoding="utf-8")), config)
-        metadata = self.manager.item_metadata(step)["state"]
+        metadata = self.manager.item_metadata(step)[STATE_ITEM]
         lines += shape_differences(metadata, abstract_state)
         if lines:
             shown = "\n  ".join(lines[:40]) + ("\n  ..." if len(lines) > 40 else "")
@@ -231,9 +234,32 @@ class Checkpointer:
         Returns:
           (state, data_state).
         """
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
-        return restored["state"], restored["data"]
+        restored = self.manager.restore(step, args=ocp.args.Composite(**{
+            STATE_ITEM: ocp.args.StandardRestore(abstract_state), DATA_ITEM: ocp.args.JsonRestore()}))
+        return restored[STATE_ITEM], restored[DATA_ITEM]
+
+    def restore_part(self, step: int, partial_state: Any) -> Any:
+        """Loads only some arrays of checkpoint `step`.
+
+        Args:
+          partial_state: the abstract TrainState with every leaf not wanted
+            replaced by `ocp.PLACEHOLDER`; the wanted ones carry their sharding.
+
+        Returns:
+          A TrainState whose wanted leaves are arrays and the rest placeholders.
+        """
+        path = pathlib.Path(self.manager.directory) / str(step) / STATE_ITEM
+        if not path.is_dir():
+            raise FileNotFoundError(f"checkpoint step {step}: no {path}")
+        restore_args = jax.tree_util.tree_map(
+            lambda leaf: ocp.ArrayRestoreArgs(sharding=leaf.sharding, global_shape=leaf.shape, dtype=leaf.dtype)
+            if isinstance(leaf, jax.ShapeDtypeStruct) else leaf, partial_state)
+        with ocp.PyTreeCheckpointer() as reader:
+            return reader.restore(path, args=ocp.args.PyTreeRestore(item=partial_state, restore_args=restore_args))
+
+    def data_state(self, step: int) -> dict[str, Any]:
+        """The input pipeline position saved with checkpoint `step` (read without the arrays)."""
+        return self.manager.restore(step, args=ocp.args.Composite(**{DATA_ITEM: ocp.args.JsonRestore()}))[DATA_ITEM]
 
     def wait(self) -> None:
         """Blocks until any background save is finalised."""

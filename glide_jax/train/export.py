@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import jax
 import ml_collections
+import orbax.checkpoint as ocp
 
 from glide_jax import checkpoints
 from glide_jax import config as config_lib
@@ -57,9 +58,30 @@ def write_export(output: str | pathlib.Path, config: ml_collections.ConfigDict, 
     return checkpoints.save_model(output, config, host_params)
 
 
+def _pick(tree: Any, rates: Sequence[float], rate: float | None, *, placeholder: Any) -> Any:
+    """`tree` (a TrainState) with every leaf outside the exported subtree replaced by `placeholder`."""
+    def hide(subtree):
+        return jax.tree_util.tree_map(lambda _: placeholder, subtree)
+
+    kept = ema_params_for_rate(tree, rates, rate)
+    hidden = hide(tree)
+    if rate == 0:
+        return hidden.replace(params=kept)
+    index = 0 if rate is None else _rate_index(rates, rate)
+    ema = list(hidden.ema_params)
+    ema[index] = kept
+    return hidden.replace(ema_params=tuple(ema))
+
+
 def export_from_workdir(workdir: str | pathlib.Path, output: str | pathlib.Path, ema_rate: float | None = None,
                         step: int | None = None) -> pathlib.Path:
-    """Restores a training checkpoint and writes the chosen EMA params to `output`.
+    """Restores the chosen parameters of a training checkpoint and writes them to `output`.
+
+    Only that one tree is read, into host memory (the CPU device), whatever
+    the run's mesh: the optimizer moments and the other EMA trees (three to
+    four times the parameters) are neither read nor allocated, and no
+    accelerator memory is used, so a paper-size run exports on any machine
+    with the model's size in RAM.
 
     Args:
       workdir: a training run directory (with config.json and checkpoints/).
@@ -72,8 +94,9 @@ def export_from_workdir(workdir: str | pathlib.Path, output: str | pathlib.Path,
     """
     workdir = pathlib.Path(workdir)
     config = checkpoints.load_config(workdir)
+    rates = config.optim.ema_rates
     if ema_rate not in (None, 0):
-        _rate_index(config.optim.ema_rates, ema_rate)  # a wrong rate fails before the restore
+        _rate_index(rates, ema_rate)  # a wrong rate fails before the restore
     ckpt = checkpointing.Checkpointer(workdir, keep=int(config.train.keep_checkpoints), async_save=False)
     try:
         saved = sorted(ckpt.manager.all_steps())
@@ -82,16 +105,17 @@ def export_from_workdir(workdir: str | pathlib.Path, output: str | pathlib.Path,
         if step is not None and step not in saved:
             raise FileNotFoundError(f"--step {step}: no such checkpoint under {workdir / 'checkpoints'}; "
                                     f"it holds steps {', '.join(map(str, saved))}")
-        local = config.copy_and_resolve_references()  # restore onto one device, whatever the run's mesh
+        local = config.copy_and_resolve_references()
         local.mesh.data, local.mesh.fsdp, local.mesh.tensor = 1, 1, 1
-        mesh = sharding_lib.create_mesh(local.mesh, jax.devices()[:1])
+        mesh = sharding_lib.create_mesh(local.mesh, jax.devices("cpu")[:1])
         _, abstract = state_lib.abstract_train_state(local, factory.create_model(config),
                                                      optim.create_optimizer(local), factory.example_inputs(local, 1),
                                                      mesh)
-        state, _ = ckpt.restore(saved[-1] if step is None else step, abstract)
+        wanted = _pick(abstract, rates, ema_rate, placeholder=ocp.PLACEHOLDER)
+        state = ckpt.restore_part(saved[-1] if step is None else step, wanted)
     finally:
         ckpt.close()
-    return write_export(output, config, ema_params_for_rate(state, config.optim.ema_rates, ema_rate))
+    return write_export(output, config, ema_params_for_rate(state, rates, ema_rate))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

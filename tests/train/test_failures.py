@@ -37,10 +37,25 @@ def test_bad_value_fails_before_anything_runs(make_config, tmp_path, key, value,
     assert not (tmp_path / "checkpoints").exists()
 
 
+def test_a_data_order_that_cannot_be_replayed_fails_before_the_restore(base_run, monkeypatch):
+    workdir, config, _ = base_run
+    smaller = config.copy_and_resolve_references()
+    smaller.data.shapes_train_size = config.data.shapes_train_size // 2  # a warning, then the pipeline refuses
+
+    def no_restore(*args, **kwargs):
+        raise AssertionError("the checkpoint's arrays were read before the data order was checked")
+
+    monkeypatch.setattr(checkpointing.Checkpointer, "restore", no_restore)
+    smaller.train.num_steps = 20
+    with pytest.raises(config_lib.ConfigError, match="the checkpoint's input pipeline has examples_per_host="):
+        loop.train_and_evaluate(smaller, workdir)
+
+
 def test_mesh_that_does_not_fit_the_devices(make_config, tmp_path):
     config = make_config("base")
     config.mesh.data, config.mesh.fsdp = 3, 2
-    with pytest.raises(ValueError, match=r"config\.mesh \(data=3, fsdp=2, tensor=1\) needs 6 devices but 8"):
+    with pytest.raises(config_lib.ConfigError, match=r"config\.mesh \(data=3, fsdp=2, tensor=1\) needs 6 devices "
+                                                     r"but 8"):
         loop.train_and_evaluate(config, tmp_path)
 
 

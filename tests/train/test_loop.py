@@ -63,6 +63,35 @@ def test_run_writes_checkpoints_exports_and_grid(base_run):
     assert not np.array_equal(flat(params), flat(raw))
 
 
+def test_export_reads_only_the_exported_tree(base_run):
+    import orbax.checkpoint as ocp
+
+    from glide_jax import sharding as sharding_lib
+    from glide_jax.models import factory
+    from glide_jax.train import optim
+    from glide_jax.train import state as state_lib
+
+    workdir, config, _ = base_run
+    local = config.copy_and_resolve_references()
+    local.mesh.data, local.mesh.fsdp, local.mesh.tensor = 1, 1, 1
+    mesh = sharding_lib.create_mesh(local.mesh, jax.devices("cpu")[:1])
+    _, abstract = state_lib.abstract_train_state(local, factory.create_model(local), optim.create_optimizer(local),
+                                                 factory.example_inputs(local, 1), mesh)
+    rates = config.optim.ema_rates
+    ckpt = checkpointing.Checkpointer(workdir, keep=3)
+    try:
+        part = ckpt.restore_part(12, export._pick(abstract, rates, rates[1], placeholder=ocp.PLACEHOLDER))
+        full, data_state = ckpt.restore(12, abstract)
+        assert ckpt.data_state(12) == data_state
+    finally:
+        ckpt.close()
+    # The second EMA tree is read, equal to a full restore's; the params, moments and first EMA are not.
+    for got, want in zip(jax.tree_util.tree_leaves(part.ema_params[1]), jax.tree_util.tree_leaves(full.ema_params[1])):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert all(leaf is ocp.PLACEHOLDER for leaf in jax.tree_util.tree_leaves((part.params, part.opt_state,
+                                                                              part.ema_params[0])))
+
+
 def test_export_tool_names_what_is_wrong(base_run, tmp_path, capsys):
     workdir, _, _ = base_run
     assert export.main(["--workdir", str(workdir), "--output", str(tmp_path / "a"), "--step", "7"]) == 2
