@@ -10,6 +10,7 @@ dropout are independent.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 from typing import Sequence
 
@@ -17,6 +18,8 @@ import numpy as np
 
 from glide_jax.data import masks
 from glide_jax.data.tf_env import import_tensorflow
+
+_LOG = logging.getLogger(__name__)
 
 tf = import_tensorflow()
 
@@ -164,6 +167,7 @@ class CaptionTokenizer:
         self._cache: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
         self._cache_size = cache_size
         self.empty = (np.full((self._text_ctx,), tokenizer.pad_token, np.int32), np.zeros((self._text_ctx,), bool))
+        self.truncated = 0  # distinct captions cut to text_ctx (the first is logged)
 
     def row(self, caption: bytes) -> tuple[np.ndarray, np.ndarray]:
         """One caption (utf-8 bytes) -> tokens (L,) int32, mask (L,) bool."""
@@ -173,7 +177,13 @@ class CaptionTokenizer:
         text = caption.decode("utf-8")
         if not text.strip():
             return self.empty
-        tokens, mask = self._tokenizer.padded_tokens_and_mask(self._tokenizer.encode(text), self._text_ctx)
+        encoded = self._tokenizer.encode(text)
+        if len(encoded) > self._text_ctx:
+            self.truncated += 1
+            if self.truncated == 1:
+                _LOG.warning("glide_jax.data: captions longer than text_ctx = %d tokens are cut to it (GLIDE "
+                             "does the same); the first has %d: %r", self._text_ctx, len(encoded), text[:200])
+        tokens, mask = self._tokenizer.padded_tokens_and_mask(encoded, self._text_ctx)
         row = (np.asarray(tokens, np.int32), np.asarray(mask, bool))
         if len(self._cache) < self._cache_size:
             self._cache[caption] = row

@@ -22,6 +22,7 @@ that change the training from there on (the learning rate at the step).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import pathlib
 from typing import Any
@@ -172,9 +173,15 @@ def _write_replicas_once() -> None:
     """
     global _replica_parallel
     wanted = jax.process_count() > 1
-    if _replica_parallel is not wanted:  # register once: Orbax logs a warning on every override
-        ocp.type_handlers.register_type_handler(
-            jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=wanted), override=True)
+    if _replica_parallel is not wanted:  # register once: Orbax warns on every override
+        absl_logger = logging.getLogger("absl")  # ... and this override is deliberate: keep it off the console
+        level = absl_logger.level
+        absl_logger.setLevel(logging.ERROR)
+        try:
+            ocp.type_handlers.register_type_handler(
+                jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=wanted), override=True)
+        finally:
+            absl_logger.setLevel(level)
         _replica_parallel = wanted
 
 

@@ -168,3 +168,16 @@ def test_each_process_must_hold_its_own_rows():
     with pytest.raises(config_lib.ConfigError, match=r"config\.mesh: the batch of 8 is split into 1 shards .* hold "
                                                      r"8 rows, but each process reads its own 4"):
         pipeline_lib.check_host_rows(tensor, 8, 4, devices[:4])
+
+
+def test_long_captions_are_cut_to_text_ctx_with_one_warning(caplog):
+    import logging
+
+    from glide_jax.data import preprocess
+
+    captions = preprocess.CaptionTokenizer(get_tokenizer({"tokenizer": "gpt2"}), text_ctx=4)
+    with caplog.at_level(logging.WARNING):
+        tokens, mask = captions([b"one two three four five six", b"a b c d e f g", b"short"], np.zeros(3, bool))
+    assert mask.sum(1).tolist() == [4, 4, 1] and captions.truncated == 2
+    warnings = [r.getMessage() for r in caplog.records if "text_ctx = 4" in r.getMessage()]
+    assert len(warnings) == 1 and "the first has 6: 'one two three four five six'" in warnings[0]
