@@ -232,6 +232,11 @@ def train_defaults() -> ml_collections.ConfigDict:
             num_processes=optional_field(int),
             process_id=optional_field(int),
             progress_bar=True,  # tqdm bar with step/s, img/s and loss
+            # False: a resume whose batch order cannot be replayed (another host
+            # count, batch size, seed, shuffle buffer or dataset size) goes on
+            # after the same number of examples in a new order, with a warning,
+            # instead of refusing.
+            strict_data_order=True,
         )
     )
 
@@ -439,7 +444,8 @@ def _validate_train(config) -> None:
         _fail("train.sample_prompts", prompts, "must be a non-empty tuple of strings")
     _check_choice(config, "train.sample_sampler", SAMPLERS)
     _check_number(config, "train.sample_guidance_scale", 0.0, float("inf"))
-    for key in ("train.async_checkpointing", "train.export_ema", "train.distributed", "train.progress_bar"):
+    for key in ("train.async_checkpointing", "train.export_ema", "train.distributed", "train.progress_bar",
+                "train.strict_data_order"):
         if not isinstance(_get(config, key), bool):
             _fail(key, _get(config, key), "must be True or False")
     _validate_distributed(config)

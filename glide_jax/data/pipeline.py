@@ -20,6 +20,7 @@ done before decoding, so it costs reading at most one epoch of encoded data).
 from __future__ import annotations
 
 import collections
+import logging
 import math
 from typing import Iterator
 
@@ -33,6 +34,7 @@ from glide_jax.data import masks, preprocess, sources
 from glide_jax.data.tf_env import import_tensorflow, num_threads
 
 tf = import_tensorflow()
+_LOG = logging.getLogger(__name__)
 
 STATE_FORMAT = "glide_jax.data.InputPipeline/1"
 DEFAULT_CAPTION_DROPOUT = 0.2  # GLIDE trains the unconditional model on 20% of examples
@@ -221,15 +223,33 @@ class InputPipeline:
                                              f"this one has {mine[key]!r}; resuming would not reproduce the "
                                              f"batch order (use the checkpoint's settings or a fresh --workdir)")
 
-    def restore(self, state: dict) -> None:
+    def restore(self, state: dict, strict: bool = True) -> None:
         """Continues from a `state()`: the next batch is the one that followed it.
 
+        Args:
+          state: from `state()`, possibly of another process.
+          strict: if False, a state this pipeline cannot replay (see Raises)
+            is continued after the same number of examples, in this
+            pipeline's order, with a warning: some examples of the current
+            epoch repeat and others are skipped.
+
         Raises:
-          ConfigError if the state comes from a different split, seed, batch
-          size, host count, dataset size or shuffle buffer (the order would
-          not match; states saved before the buffer was recorded skip that check).
+          ConfigError if `strict` and the state comes from a different split,
+          seed, batch size, host count, dataset size or shuffle buffer (the
+          order would not match; states saved before the buffer was recorded
+          skip that check).
         """
-        self.check_state(state)
+        try:
+            self.check_state(state)
+        except config_lib.ConfigError as mismatch:
+            if strict:
+                raise
+            examples = int(state["batches"]) * int(state["global_batch_size"])
+            position = examples // self.global_batch_size
+            _LOG.warning("input pipeline: %s; going on after %d examples (batch %d) in a new order "
+                         "(train.strict_data_order=False)", str(mismatch).split(";")[0], examples, position)
+            self._start(position)
+            return
         self._start(int(state["batches"]))
 
 

@@ -114,13 +114,20 @@ def check_resumable(stored: dict[str, Any], config: ml_collections.ConfigDict, s
       ConfigError: if a setting the batch order depends on changed.
     """
     old, new = _flat(stored), _flat(config_to_dict(config))
+    strict = bool(config.train.get("strict_data_order", True))
+    warnings = []
     for key in DATA_ORDER_KEYS:
         if old.get(key) is not None and old[key] != new.get(key):
+            if not strict:
+                warnings.append(f"config.{key} changes from {old[key]!r} to {new.get(key)!r}: the batches go on "
+                                "in a new order (train.strict_data_order=False)")
+                continue
             raise config_lib.ConfigError(
                 f"config.{key} = {new.get(key)!r}, but the checkpoint's run used {old[key]!r}; the input "
-                f"pipeline resumes only with the same value (use it, or a fresh --workdir)")
-    warnings = [f"config.{key} changes from {old[key]!r} to {new.get(key)!r}"
-                for key in TRAINING_KEYS if key in old and old[key] != new.get(key)]
+                f"pipeline resumes only with the same value (use it, a fresh --workdir, or "
+                f"--config.train.strict_data_order=False to go on in a new order)")
+    warnings += [f"config.{key} changes from {old[key]!r} to {new.get(key)!r}"
+                 for key in TRAINING_KEYS if key in old and old[key] != new.get(key)]
     try:
         old_optim = ml_collections.ConfigDict(stored["optim"])
         old_rate = float(optim.learning_rate_schedule(old_optim, int(stored["train"]["num_steps"]))(step))

@@ -286,11 +286,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
             data_axes = (data_axes,) if isinstance(data_axes, str) else tuple(data_axes or ())
             pipeline = create_input_pipeline(config, split="train", mesh=run.mesh, data_axes=data_axes,
                                              seed=int(config.train.seed))
-            if latest is not None:  # a data order that cannot be replayed fails before the arrays are read
+            strict = bool(config.train.strict_data_order)
+            if latest is not None and strict:  # a data order that cannot be replayed fails before the arrays load
                 pipeline.check_state(run.checkpointer.data_state(latest))
             state, data_state = restore_or_initialize(run)
             if data_state is not None:
-                pipeline.restore(data_state)
+                pipeline.restore(data_state, strict=strict)
             step = int(jax.device_get(state.step))
             if run.is_primary:  # only once the checkpoint and the data position are known to fit
                 checkpointing.write_config(run.workdir, run.config)

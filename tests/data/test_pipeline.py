@@ -118,6 +118,12 @@ def test_resume_gives_the_batches_of_an_unbroken_run(tiny_config):
     other_buffer.model.kind = "inpaint"
     with pytest.raises(ValueError, match="shuffle_buffer=64 but this one has 16"):
         data.create_input_pipeline(other_buffer, seed=3).restore(saved)
+    # Not strict: the same count of examples in the new pipeline's order (4 batches of 8 = 2 of 16).
+    halved = tiny_config(caption_dropout=0.5, random_crop=True, random_flip=True, batch_size=16)
+    halved.model.kind = "inpaint"
+    relaxed = data.create_input_pipeline(halved, seed=3)
+    relaxed.restore(saved, strict=False)
+    assert relaxed.position == 2
     older = {k: v for k, v in saved.items() if k != "shuffle_buffer"}
     resumed = data.create_input_pipeline(config, seed=3)
     resumed.restore(older)

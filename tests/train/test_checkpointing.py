@@ -53,6 +53,10 @@ def test_resuming_with_other_settings_warns_or_refuses():
     other_buffer.data.shuffle_buffer = 7
     with pytest.raises(config_lib.ConfigError, match=r"config\.data\.shuffle_buffer = 7"):
         checkpointing.check_resumable(stored, other_buffer, 999)
+    other_buffer.train.strict_data_order = False  # warned instead: the batches go on in a new order
+    assert checkpointing.check_resumable(stored, other_buffer, 999) == [
+        "config.data.shuffle_buffer changes from 10000 to 7: the batches go on in a new order "
+        "(train.strict_data_order=False)"]
     other_folder = config.copy_and_resolve_references()
     other_folder.data.folder_path = "/data/other"
     assert any("config.data.folder_path changes" in w for w in checkpointing.check_resumable(stored, other_folder, 999))

@@ -51,6 +51,25 @@ def test_a_data_order_that_cannot_be_replayed_fails_before_the_restore(base_run,
         loop.train_and_evaluate(smaller, workdir)
 
 
+def test_a_relaxed_resume_goes_on_in_a_new_order(base_run, tmp_path, caplog):
+    import logging
+    import shutil
+
+    workdir, config, _ = base_run
+    copy = tmp_path / "run"
+    shutil.copytree(workdir, copy)
+    other = config.copy_and_resolve_references()
+    other.data.shapes_train_size = config.data.shapes_train_size // 2
+    other.data.shuffle_buffer = 16
+    other.train.strict_data_order = False
+    other.train.num_steps = 13
+    with caplog.at_level(logging.WARNING):
+        row = loop.train_and_evaluate(other, copy)
+    assert np.isfinite(row["loss"]) and checkpointing.Checkpointer(copy, keep=3).latest_step() == 13
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "config.data.shuffle_buffer changes from" in messages and "in a new order" in messages
+
+
 def test_mesh_that_does_not_fit_the_devices(make_config, tmp_path):
     config = make_config("base")
     config.mesh.data, config.mesh.fsdp = 3, 2
