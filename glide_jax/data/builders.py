@@ -204,7 +204,7 @@ def list_folder(source: str | os.PathLike) -> list[tuple[pathlib.Path, Captions]
         header = reader.fieldnames or []
         if "path" not in header or "caption" not in header:
             raise ConfigError(f"{source}: the CSV header must name 'path' and 'caption' columns, got {header}")
-        rows = [(f"{source}:{line_no}", row) for line_no, row in enumerate(reader, 2)]
+        rows = [(f"{source}:{reader.line_num}", row) for row in reader]  # line_num: where the row ends
     else:
         raise ConfigError(f"config.data.folder_path = {str(source)!r}: expected a directory, .jsonl or .csv")
     captions: dict[pathlib.Path, list[str]] = {}
