@@ -437,8 +437,8 @@ def _validate_train(config) -> None:
         _check_positive_int(config, key)
     _check_positive_int(config, "train.sample_every", allow_none=True)
     seed = _get(config, "train.seed")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        _fail("train.seed", seed, "must be a non-negative integer")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        _fail("train.seed", seed, "must be an integer in [0, 2**32): a PRNG key holds 32 bits")
     prompts = _get(config, "train.sample_prompts")
     if not isinstance(prompts, (tuple, list)) or not prompts or not all(isinstance(p, str) for p in prompts):
         _fail("train.sample_prompts", prompts, "must be a non-empty tuple of strings")
@@ -491,8 +491,8 @@ def validate_sample(config) -> None:
         _fail("sample.upsample_temp", temp, "must be a finite positive number")
     _check_positive_int(config, "sample.batch_size")
     seed = _get(config, "sample.seed")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        _fail("sample.seed", seed, "must be a non-negative integer")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        _fail("sample.seed", seed, "must be an integer in [0, 2**32): a PRNG key holds 32 bits")
 
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

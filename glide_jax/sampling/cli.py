@@ -11,9 +11,13 @@ Usage:
 Every sampler flag overrides one key of `config.sample`
 (`glide_jax.config.sample_defaults`), whose defaults are glide-text2im's
 notebook settings. The output directory receives one PNG per prompt
-(`0000.png`, ...), `grid.png` and `settings.json` with every setting needed to
-reproduce the run. Bad input (a missing or wrong checkpoint, image or mask)
-is reported on one line and the exit status is 2.
+(`0000.png`, ...), written as each batch finishes, then `grid.png` and
+`settings.json` with every setting needed to reproduce the run. Bad input (a
+missing or wrong checkpoint, image or mask) is reported on one line and the
+exit status is 2. Ctrl-C keeps the finished batches (with a grid and
+`settings.json` marked `"interrupted": true`) and exits 130. A folder that
+holds images this tool did not write (no `settings.json` of an earlier run
+listing them) is refused rather than overwritten.
 """
 
 from __future__ import annotations
@@ -55,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--clip", help="noised CLIP checkpoint: CLIP guidance instead of classifier-free")
     prompts = parser.add_mutually_exclusive_group(required=True)
     prompts.add_argument("--prompt", nargs="+", action="extend", metavar="TEXT", help="prompt(s)")
-    prompts.add_argument("--prompts-file", type=pathlib.Path, help="text file, one prompt per line")
+    prompts.add_argument("--prompts-file", type=pathlib.Path,
+                         help="UTF-8 text file, one prompt per non-empty line (no comment syntax)")
     parser.add_argument("--out", required=True, type=pathlib.Path, help="output directory")
     parser.add_argument("--image", type=pathlib.Path, help="inpainting: source image")
     parser.add_argument("--mask", type=pathlib.Path,
@@ -87,7 +92,7 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
         return list(args.prompt)
     path = args.prompts_file
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise SamplingError(f"cannot read --prompts-file {path}: {exc}") from None
     prompts = [line.strip() for line in lines if line.strip()]
@@ -96,33 +101,62 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
     return prompts
 
 
-def prepare_out_dir(out_dir: pathlib.Path) -> None:
-    """Creates --out before any sampling, so that a bad path fails at once."""
+OUTPUT_NAMES = ("grid.png", "settings.json")
+
+
+def _earlier_outputs(out_dir: pathlib.Path) -> set[pathlib.Path] | None:
+    """The files an earlier run listed in out_dir/settings.json; None if there is no such record."""
+    try:
+        record = json.loads((out_dir / "settings.json").read_text(encoding="utf-8"))
+        return {out_dir / name for name in [*record["files"], record.get("grid", "grid.png")] if "/" not in name}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def prepare_out_dir(out_dir: pathlib.Path) -> tuple[bool, set[pathlib.Path]]:
+    """Creates --out before any sampling, so that a bad path fails at once.
+
+    Returns:
+      (created, earlier): whether this call made the directory, and the files
+      of an earlier run there (removed once this run's are written).
+
+    Raises:
+      SamplingError: the directory cannot be made, or holds numbered PNGs, a
+        grid.png or a settings.json that no earlier run of this tool wrote
+        (they would be overwritten or deleted).
+    """
+    created = not out_dir.exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SamplingError(f"--out {out_dir}: cannot create the output directory ({exc})") from None
+    earlier = _earlier_outputs(out_dir)
+    ours = earlier or set()
+    clashing = sorted(p.name for p in out_dir.iterdir()
+                      if (p.name in OUTPUT_NAMES or (p.suffix == ".png" and p.stem.isdigit()))
+                      and p not in ours and not (earlier is not None and p.name == "settings.json"))
+    if clashing:
+        raise SamplingError(f"--out {out_dir} holds {', '.join(clashing[:3])}{' ...' if len(clashing) > 3 else ''}, "
+                            "which sample.py did not write there; choose an empty or new folder")
+    return created, ours
 
 
-def _numbered_pngs(out_dir: pathlib.Path) -> list[pathlib.Path]:
-    return [p for p in out_dir.glob("*.png") if p.stem.isdigit()]
+def write_outputs(out_dir: pathlib.Path, images, settings: dict, grid_cols: int | None = None,
+                  earlier: set[pathlib.Path] = frozenset(), written: Sequence[pathlib.Path] = ()) -> list[pathlib.Path]:
+    """Writes the PNGs not yet `written`, grid.png and settings.json; returns the PNG paths.
 
-
-def write_outputs(out_dir: pathlib.Path, images, settings: dict, grid_cols: int | None = None) -> list[pathlib.Path]:
-    """Writes one PNG per image, grid.png and settings.json; returns the PNG paths.
-
-    Numbered PNGs an earlier run left in `out_dir` beyond this run's count
-    are removed, so the folder holds one run's images and their settings.
+    Files of an earlier run (`earlier`, from `prepare_out_dir`) that this run
+    did not rewrite are removed, so the folder holds one run's images and
+    their settings.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for index, image in enumerate(images):
-        path = out_dir / f"{index:04d}.png"
-        images_lib.save_png(path, image)
-        paths.append(path)
-    for stale in sorted(set(_numbered_pngs(out_dir)) - set(paths)):
-        stale.unlink()
-    images_lib.save_png(out_dir / "grid.png", images_lib.make_grid(images, ncols=grid_cols))
+    paths = list(written)
+    for index in range(len(paths), len(images)):
+        paths.append(out_dir / f"{index:04d}.png")
+        images_lib.save_png(paths[-1], images[index])
+    ncols = None if grid_cols is None else min(grid_cols, len(images))
+    images_lib.save_png(out_dir / "grid.png", images_lib.make_grid(images, ncols=ncols))
+    for stale in sorted(set(earlier) - set(paths) - {out_dir / "grid.png"}):
+        stale.unlink(missing_ok=True)
     record = dict(settings, files=[p.name for p in paths], grid="grid.png")
     (out_dir / "settings.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return paths
@@ -132,8 +166,66 @@ def _absolute(path) -> str | None:
     return None if path is None else str(pathlib.Path(path).resolve())
 
 
+def _unused_flags(args: argparse.Namespace) -> list[str]:
+    """Sampler flags given for a stage or guidance this run does not have."""
+    unused = []
+    if args.clip is not None and args.guidance_scale is not None:
+        unused.append("--guidance-scale (with --clip the base model is guided by CLIP, not classifier-free)")
+    if args.clip is None and args.clip_guidance_scale is not None:
+        unused.append("--clip-guidance-scale (no --clip)")
+    if args.upsample is None:
+        unused += [f"{flag} (no --upsample)" for flag, key in (("--upsample-steps", "upsample_steps"),
+                                                               ("--upsample-sampler", "upsample_sampler"),
+                                                               ("--upsample-temp", "upsample_temp"))
+                   if getattr(args, key) is not None]
+    return unused
+
+
+def _run_record(args, pipe, prompts, sample_config, inpaint, image_size: int) -> dict:
+    """settings.json: what ran, on what, with which settings and software."""
+    import jax  # pylint: disable=import-outside-toplevel
+
+    from glide_jax import __version__  # pylint: disable=import-outside-toplevel
+
+    sample = sample_config.to_dict()
+    if pipe.clip is not None:
+        sample["guidance_scale"] = None
+    else:
+        sample["clip_guidance_scale"] = None
+    if pipe.upsampler is None:
+        sample.update(upsample_steps=None, upsample_sampler=None, upsample_temp=None)
+    models = [model for model in (pipe.base, pipe.upsampler, pipe.clip) if model is not None]
+    return dict(
+        mode=pipe.mode(inpaint),
+        guidance="clip" if pipe.clip is not None else "classifier-free",
+        prompts=prompts,
+        checkpoints={model.role: _absolute(model.path) for model in models},
+        checkpoint_files={model.role: _file_identity(model.path) for model in models},
+        image=_absolute(args.image), mask=_absolute(args.mask),
+        mask_convention="white = keep, black = generate",
+        sample=sample,
+        dtype=pipe.base.config.model.dtype,
+        dtypes={model.role: model.config.model.dtype for model in models},
+        grid_cols=args.grid_cols,
+        num_devices=pipe.num_devices,
+        backend=jax.default_backend(),
+        versions={"glide_jax": __version__, "jax": jax.__version__},
+        image_size=image_size,
+    )
+
+
+def _file_identity(checkpoint_dir) -> dict | None:
+    """Size and modification time of a checkpoint's params.npz (training rewrites workdir/export)."""
+    path = pathlib.Path(checkpoint_dir) / "params.npz"
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return {"params_bytes": stat.st_size, "params_mtime": stat.st_mtime}
+
+
 def run(args: argparse.Namespace, echo: Callable[[str], None] = print) -> list[pathlib.Path]:
-    """Loads the pipeline, samples every prompt and writes the outputs."""
+    """Loads the pipeline, samples every prompt and writes the outputs as batches finish."""
     from glide_jax.sampling import pipeline as pipeline_lib  # jax is imported only once flags parse
 
     sample_config = sample_config_from_args(args)
@@ -142,25 +234,36 @@ def run(args: argparse.Namespace, echo: Callable[[str], None] = print) -> list[p
         raise SamplingError("--image and --mask must be given together")
     if args.grid_cols is not None and args.grid_cols < 1:
         raise SamplingError(f"--grid-cols {args.grid_cols}: must be at least 1")
-    prepare_out_dir(args.out)
-    pipe = pipeline_lib.load_pipeline(args.base, upsample=args.upsample, clip=args.clip, dtype=args.dtype)
-    inpaint = None
-    if args.image is not None:
-        inpaint = pipe.load_inpaint_inputs(args.image, args.mask)
-    images = pipe.generate(prompts, sample_config, inpaint=inpaint, progress=not args.no_progress)
-    settings = dict(
-        mode=pipe.mode(inpaint),
-        prompts=prompts,
-        checkpoints={model.role: _absolute(model.path) for model in (pipe.base, pipe.upsampler, pipe.clip)
-                     if model is not None},
-        image=_absolute(args.image), mask=_absolute(args.mask),
-        mask_convention="white = keep, black = generate",
-        sample=sample_config.to_dict(),
-        dtype=pipe.base.config.model.dtype,
-        num_devices=pipe.num_devices,
-        image_size=int(images.shape[1]),
-    )
-    paths = write_outputs(args.out, images, settings, args.grid_cols)
+    for flag in _unused_flags(args):
+        warnings.warn(f"{flag} has no effect and is not recorded", stacklevel=2)
+    created, earlier = prepare_out_dir(args.out)
+    done: list = []  # uint8 images, in prompt order
+    written: list[pathlib.Path] = []
+    try:
+        pipe = pipeline_lib.load_pipeline(args.base, upsample=args.upsample, clip=args.clip, dtype=args.dtype)
+        inpaint = None
+        if args.image is not None:
+            inpaint = pipe.load_inpaint_inputs(args.image, args.mask)
+        record = _run_record(args, pipe, prompts, sample_config, inpaint, image_size=0)
+        for start, batch in pipe.iter_batches(prompts, sample_config, inpaint=inpaint,
+                                              progress=not args.no_progress):
+            for offset, image in enumerate(batch):
+                written.append(args.out / f"{start + offset:04d}.png")
+                images_lib.save_png(written[-1], image)
+                done.append(image)
+    except KeyboardInterrupt:
+        if done:
+            record.update(interrupted=True, image_size=int(done[0].shape[0]), prompts=prompts[:len(done)],
+                          prompts_not_sampled=prompts[len(done):])
+            write_outputs(args.out, done, record, args.grid_cols, earlier, written)
+            echo(f"interrupted: kept the {len(done)} finished images of {len(prompts)} in {args.out}")
+        raise
+    except BaseException:
+        if created and not any(args.out.iterdir()):
+            args.out.rmdir()  # nothing of a failed run is left behind
+        raise
+    record["image_size"] = int(done[0].shape[0])
+    paths = write_outputs(args.out, done, record, args.grid_cols, earlier, written)
     echo(f"wrote {len(paths)} images, grid.png and settings.json to {args.out}")
     return paths
 
@@ -171,7 +274,7 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status (0, or 2 for bad input)."""
+    """Entry point; returns the exit status (0; 2 for bad input; 130 after Ctrl-C)."""
     args = build_parser().parse_args(argv)
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_warning
@@ -180,4 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (SamplingError, config_lib.ConfigError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
     return 0

@@ -84,13 +84,28 @@ def _open(path: str | pathlib.Path, what: str) -> Image.Image:
     return image
 
 
+def _rgb(image: Image.Image) -> Image.Image:
+    """RGB, with transparent pixels composited onto white (as the training data is)."""
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return image.convert("RGB")
+
+
 def load_image(path: str | pathlib.Path, size: int) -> np.ndarray:
-    """Reads an image as the inpainting notebook does (RGB, bicubic resize).
+    """Reads an image as the inpainting notebook does (RGB, bicubic resize to a square).
+
+    A non-square image is stretched to the square, as there, with a warning;
+    transparent pixels become white.
 
     Returns:
       float32 (size, size, 3) in [-1, 1].
     """
-    image = _open(path, "image").convert("RGB").resize((size, size), resample=Image.BICUBIC)
+    image = _open(path, "image")
+    if image.width != image.height:
+        warnings.warn(f"image {path} is {image.width}x{image.height}: stretched to {size}x{size} (crop it to a "
+                      "square first to keep its proportions)", stacklevel=2)
+    image = _rgb(image).resize((size, size), resample=Image.BICUBIC)
     return np.asarray(image, np.float32) / 127.5 - 1.0
 
 
@@ -98,7 +113,9 @@ def load_mask(path: str | pathlib.Path, size: int, expected_size: tuple[int, int
     """Reads a keep/generate mask (white = keep) and resizes it to `size`.
 
     Args:
-      path: PNG (any mode; converted to grey, >= 128 counts as white).
+      path: PNG (any mode; converted to grey, >= 128 counts as white; where
+        the PNG has transparency, a transparent pixel (alpha < 128) is to
+        generate, as an image "erased to transparent" means).
       size: output side in pixels.
       expected_size: (width, height) the mask must have, normally its source
         image's; a mismatch is an error rather than a silent stretch.
@@ -111,8 +128,15 @@ def load_mask(path: str | pathlib.Path, size: int, expected_size: tuple[int, int
     if expected_size is not None and image.size != tuple(expected_size):
         raise SamplingError(f"mask {path} is {image.size[0]}x{image.size[1]} but its image is "
                             f"{expected_size[0]}x{expected_size[1]}; they must have the same size")
-    grey = np.asarray(image.convert("L"), np.float32) >= 128
-    binary = Image.fromarray(grey.astype(np.uint8) * 255, mode="L")
+    levels = np.asarray(image.convert("L"), np.float32)
+    grey = (levels > 32) & (levels < 224)
+    if grey.mean() > 0.01:
+        warnings.warn(f"mask {path}: {100 * grey.mean():.0f}% of its pixels are grey; thresholded at 50% "
+                      "(white = keep, black = generate)", stacklevel=2)
+    keep = levels >= 128
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        keep &= np.asarray(image.convert("RGBA"), np.uint8)[..., 3] >= 128
+    binary = Image.fromarray(keep.astype(np.uint8) * 255, mode="L")
     resized = np.asarray(binary.resize((size, size), resample=Image.BOX), np.float32)
     mask = (resized >= 127.5).astype(np.float32)[..., None]
     if mask.min() == 1.0:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import pathlib
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -135,7 +135,7 @@ def _read_checkpoint(path: pathlib.Path, role: str):
     kind = config.model.kind
     if kind not in ROLE_KINDS[role]:
         wanted = " or ".join(repr(k) for k in ROLE_KINDS[role])
-        raise SamplingError(f"{flag} checkpoint {path} holds a {kind!r} model (config.json model.kind); "
+        raise SamplingError(f"{flag} checkpoint {path} holds a model of kind {kind!r} (config.json model.kind); "
                             f"{flag} needs {wanted}")
     return config, params, config_lib.low_res_size(stored)
 
@@ -193,6 +193,9 @@ def load_model(path: str | pathlib.Path, role: str, mesh, dtype: str | None = No
         except config_lib.ConfigError as exc:
             raise SamplingError(f"--dtype {dtype!r}: {exc}") from None
     what = f"--{role} checkpoint {path}"
+    if config.model.dtype == "float16" and jax.default_backend() == "cpu":
+        raise SamplingError(f"{what} computes in float16, which XLA:CPU cannot run (its attention has no "
+                            "float16 kernel); pass --dtype bfloat16 or float32 on a CPU")
     module = factory.create_model(config)
     _check_params(module, config, params, what)
     tokenizer = _tokenizer(config, what)
@@ -251,7 +254,7 @@ class Pipeline:
         if self.upsampler is not None:
             wanted = "upsample_inpaint" if self.base.kind == "inpaint" else "upsample"
             if self.upsampler.kind != wanted:
-                raise SamplingError(f"{self.upsampler.what} is a {self.upsampler.kind!r} model but the base "
+                raise SamplingError(f"{self.upsampler.what} is of kind {self.upsampler.kind!r} but the base "
                                     f"model is {self.base.kind!r}; it needs a {wanted!r} upsampler")
             low, made = self.upsampler.low_res_size, self.base.module.image_size
             if low is not None and low != made:
@@ -383,12 +386,24 @@ class Pipeline:
     # ---------------------------------------------------------------- generate
 
     def settings(self, sample_config=None) -> ml_collections.ConfigDict:
-        """config.sample defaults overridden by `sample_config` (a mapping), validated."""
+        """config.sample defaults overridden by `sample_config` (a mapping), validated.
+
+        Respacings may be given as integers (100 for "100") and integer
+        settings as numpy integers.
+        """
         config = ml_collections.ConfigDict({"sample": config_lib.sample_defaults()})
         for key, value in dict(sample_config or {}).items():
             if key not in config.sample:
                 raise SamplingError(f"unknown sample setting {key!r}; known: {', '.join(config.sample)}")
-            config.sample[key] = value
+            if isinstance(value, np.generic):
+                value = value.item()
+            if key in ("steps", "upsample_steps") and isinstance(value, int) and not isinstance(value, bool):
+                value = str(value)
+            try:
+                config.sample[key] = value
+            except TypeError:
+                raise SamplingError(f"sample setting {key!r} = {value!r}: expected a "
+                                    f"{type(config.sample[key]).__name__}") from None
         config_lib.validate_sample(config)
         return config.sample
 
@@ -418,10 +433,26 @@ class Pipeline:
           progress: show a tqdm bar over batches.
 
         Returns:
-          uint8 (N, S, S, 3) images, S = `image_size`.
+          uint8 (N, S, S, 3) images, S = `image_size`. Image i depends on the
+          seed and on the batch it falls in (batch_size), not on the devices.
+        """
+        return np.concatenate([images for _, images in self.iter_batches(prompts, sample_config, inpaint=inpaint,
+                                                                         progress=progress)])
+
+    def iter_batches(self, prompts: Sequence[str], sample_config=None, *,
+                     inpaint: images_lib.InpaintInputs | None = None,
+                     progress: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+        """`generate` batch by batch: yields (index of the batch's first prompt, its uint8 images).
+
+        For writing each batch as soon as it is sampled (sample.py does, so an
+        interrupted run keeps what it finished).
         """
         if isinstance(prompts, str):
             raise TypeError("prompts must be a list of strings, not a single string")
+        prompts = list(prompts)
+        bad = [i for i, prompt in enumerate(prompts) if not isinstance(prompt, str)]
+        if bad:
+            raise TypeError(f"prompts must be strings; prompt {bad[0]} is {prompts[bad[0]]!r}")
         settings = self.settings(sample_config)
         self._check_inpaint(inpaint)
         plan = batching.plan_batches(prompts, settings.batch_size, self.num_devices)
@@ -431,13 +462,13 @@ class Pipeline:
             up_run = self._program("upsample", settings.upsample_steps, settings.upsample_sampler)
         root = jax.random.PRNGKey(settings.seed)
         clip_variables = self.clip.variables if self.clip is not None else None
-        outputs = []
-        for batch in tqdm(plan, desc="sampling", unit="batch", disable=not progress):
+        start = 0
+        for batch in tqdm(plan, desc="sampling (the first batch compiles)", unit="batch", disable=not progress):
             base_key, up_key = jax.random.split(jax.random.fold_in(root, batch.index))
             samples = base_run(self.base.variables, clip_variables,
                                self._base_inputs(batch, settings, inpaint), base_key)
             if up_run is not None:
                 samples = up_run(self.upsampler.variables, self._upsample_inputs(batch, settings, inpaint),
                                  samples, up_key)
-            outputs.append(images_lib.to_uint8(jax.device_get(samples))[: batch.num_real])
-        return np.concatenate(outputs)
+            yield start, images_lib.to_uint8(jax.device_get(samples))[: batch.num_real]
+            start += batch.num_real

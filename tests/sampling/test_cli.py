@@ -77,7 +77,7 @@ def test_bad_input_is_one_line_without_traceback(tiny_checkpoints, tmp_path):
     base = ["--base", tiny_checkpoints["base"]]
     cases = [
         (["--base", tmp_path / "missing"], "--base checkpoint", "missing does not exist"),
-        (["--base", tiny_checkpoints["upsample"]], "holds a 'upsample' model", "--base needs"),
+        (["--base", tiny_checkpoints["upsample"]], "holds a model of kind 'upsample'", "--base needs"),
         (["--base", tiny_checkpoints["inpaint"], "--image", tmp_path / "image.png", "--mask",
           tmp_path / "mask.png"], "mask", "is not a readable image"),
         ([*base, "--out", tmp_path / "a_file"], "--out", "a_file: cannot create the output directory"),
@@ -120,3 +120,54 @@ def test_sample_py_on_checkpoints_converted_from_the_fixtures(fixture_base, tmp_
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["0000.png", "0001.png", "grid.png"]
     assert _read(tmp_path / "out" / "0000.png").shape == (32, 32, 3)
+
+
+def test_out_folders_with_other_images_are_refused_not_overwritten(tiny_checkpoints, tmp_path):
+    out = tmp_path / "photos"
+    out.mkdir()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(out / "2024.png")
+    (out / "notes.txt").write_text("mine")
+    args = ["--base", str(tiny_checkpoints["base"]), "--prompt", "one", "--out", str(out), *FAST]
+    assert cli.main(args) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["2024.png", "notes.txt"]
+    # A run that fails before writing anything leaves no folder it created.
+    fresh = tmp_path / "fresh"
+    assert cli.main(["--base", str(tmp_path / "missing"), "--prompt", "x", "--out", str(fresh), *FAST]) == 2
+    assert not fresh.exists()
+
+
+def test_settings_record_what_ran_and_unused_flags_warn(tiny_checkpoints, tmp_path, capsys):
+    prompts_file = tmp_path / "prompts.txt"
+    prompts_file.write_bytes("\ufeffa red circle\r\n".encode("utf-8"))  # BOM and CRLF, as Windows editors save
+    out = tmp_path / "out"
+    assert cli.main(["--base", str(tiny_checkpoints["base"]), "--prompts-file", str(prompts_file),
+                     "--out", str(out), "--upsample-temp", "0.5", "--grid-cols", "5", *FAST]) == 0
+    assert "warning: --upsample-temp (no --upsample) has no effect" in capsys.readouterr().err
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["prompts"] == ["a red circle"]
+    assert settings["guidance"] == "classifier-free" and settings["sample"]["clip_guidance_scale"] is None
+    assert settings["sample"]["upsample_temp"] is None and settings["grid_cols"] == 5
+    assert settings["dtypes"] == {"base": "float32"} and settings["backend"] == "cpu"
+    assert settings["checkpoint_files"]["base"]["params_bytes"] > 0
+    assert _read(out / "grid.png").shape == (20, 20, 3)  # one 16 px tile: --grid-cols is capped at the count
+
+
+def test_ctrl_c_keeps_the_finished_batches(tiny_checkpoints, tmp_path, monkeypatch):
+    from glide_jax.sampling import pipeline as pipeline_lib
+
+    real = pipeline_lib.Pipeline.iter_batches
+
+    def interrupted_after_one_batch(self, *args, **kwargs):
+        batches = real(self, *args, **kwargs)
+        yield next(batches)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline_lib.Pipeline, "iter_batches", interrupted_after_one_batch)
+    out = tmp_path / "out"
+    status = cli.main(["--base", str(tiny_checkpoints["base"]), "--prompt", "a", "b", "c", "--batch-size", "2",
+                       "--out", str(out), *FAST])
+    assert status == 130
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["interrupted"] is True and settings["files"] == ["0000.png", "0001.png"]
+    assert settings["prompts"] == ["a", "b"] and settings["prompts_not_sampled"] == ["c"]
+    assert (out / "grid.png").is_file() and not (out / "0002.png").exists()

@@ -82,3 +82,29 @@ def test_load_inpaint_inputs(tmp_path):
     # Same resize as the notebook's read_image: PIL bicubic, then /127.5 - 1.
     expected = np.asarray(Image.fromarray(rgb).resize((4, 4), Image.BICUBIC), np.float32) / 127.5 - 1
     np.testing.assert_allclose(inputs.image, expected)
+
+
+def test_transparency_grey_masks_and_non_square_images(tmp_path):
+    import warnings as warnings_lib
+
+    # A mask "erased to transparent": transparent = generate, whatever colour it hides.
+    rgba = np.full((8, 8, 4), 255, np.uint8)
+    rgba[4:, :, 3] = 0
+    Image.fromarray(rgba).save(tmp_path / "mask.png")
+    mask = images.load_mask(tmp_path / "mask.png", 8)
+    assert mask[:4].min() == 1.0 and mask[4:].max() == 0.0
+    grey = np.full((8, 8), 100, np.uint8)
+    grey[:, :4] = 255
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    with pytest.warns(UserWarning, match="50% of its pixels are grey; thresholded"):
+        images.load_mask(tmp_path / "grey.png", 8)
+    # A source image: transparent pixels become white; a non-square one is stretched, with a warning.
+    source = np.zeros((8, 8, 4), np.uint8)
+    source[..., 0] = 255
+    Image.fromarray(source).save(tmp_path / "clear.png")
+    with warnings_lib.catch_warnings():
+        warnings_lib.simplefilter("error")
+        assert np.all(images.load_image(tmp_path / "clear.png", 4) == 1.0)
+    Image.fromarray(np.zeros((8, 16, 3), np.uint8)).save(tmp_path / "wide.png")
+    with pytest.warns(UserWarning, match="is 16x8: stretched to 4x4"):
+        images.load_image(tmp_path / "wide.png", 4)

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from glide_jax.config import ConfigError
 from glide_jax.diffusion import create_gaussian_diffusion
 from glide_jax.sampling import SamplingError, load_pipeline, stages
 from glide_jax.sampling.errors import PromptTruncatedWarning
@@ -99,9 +100,9 @@ def test_clip_guidance_end_to_end_in_bfloat16(tiny_checkpoints):
 def test_checkpoint_errors_name_the_problem(tiny_checkpoints, tmp_path):
     with pytest.raises(SamplingError, match=r"--base checkpoint .*nowhere does not exist"):
         load_pipeline(tmp_path / "nowhere")
-    with pytest.raises(SamplingError, match=r"holds a 'upsample' model .* --base needs 'base' or 'inpaint'"):
+    with pytest.raises(SamplingError, match=r"holds a model of kind 'upsample' .* --base needs 'base' or 'inpaint'"):
         load_pipeline(tiny_checkpoints["upsample"])
-    with pytest.raises(SamplingError, match=r"--upsample checkpoint .* is a 'upsample' model but the base"):
+    with pytest.raises(SamplingError, match=r"--upsample checkpoint .* is of kind 'upsample' but the base"):
         load_pipeline(tiny_checkpoints["inpaint"], upsample=tiny_checkpoints["upsample"])
     with pytest.raises(SamplingError, match="cannot load --clip checkpoint"):
         load_pipeline(tiny_checkpoints["base"], clip=tmp_path)
@@ -149,3 +150,20 @@ def test_checkpoint_config_from_another_version_loads(tiny_checkpoints, tmp_path
     with pytest.raises(SamplingError, match=r"cannot load --base checkpoint .*config\.model\.kind = 'nonsense'"):
         load_pipeline(ckpt)
 
+
+
+def test_api_arguments_are_checked(base_pipe):
+    with pytest.raises(TypeError, match="prompt 1 is 2"):
+        base_pipe.generate(["a", 2], {"steps": "2"})
+    # Integer respacings and numpy integers are taken as the CLI would take them.
+    settings = base_pipe.settings({"steps": 4, "seed": np.int64(3), "batch_size": np.int32(2)})
+    assert (settings.steps, settings.seed, settings.batch_size) == ("4", 3, 2)
+    with pytest.raises(SamplingError, match="sample setting 'guidance_scale' = 'high': expected a float"):
+        base_pipe.settings({"guidance_scale": "high"})
+    with pytest.raises(ConfigError, match=r"config\.sample\.seed = 4294967296: must be an integer in \[0, 2\*\*32\)"):
+        base_pipe.settings({"seed": 2**32})
+
+
+def test_float16_on_a_cpu_is_refused_in_one_line(tiny_checkpoints):
+    with pytest.raises(SamplingError, match="computes in float16, which XLA:CPU cannot run"):
+        load_pipeline(tiny_checkpoints["base"], dtype="float16")
