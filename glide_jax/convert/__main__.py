@@ -1,7 +1,7 @@
 """Converts a released glide-text2im checkpoint into an exported glide-jax model.
 
 Usage:
-  python -m glide_jax.convert INPUT --kind KIND [--options JSON] --output DIR
+  python -m glide_jax.convert INPUT --kind KIND [--options JSON] --output DIR [--force]
 
 INPUT is a `.pt` state dict (read with `torch.load(weights_only=True)`) or an
 `.npz` of the same keys. KIND is one of base, upsample, base-inpaint,
@@ -12,7 +12,10 @@ glide-text2im's `create_model_and_diffusion` options (either bare or under
 vocabulary size) or, for the CLIP kinds, its CLIP yaml (bare or under "config").
 
 The two CLIP encoders are released as separate files: convert both into the
-same DIR and the second run completes the `NoisedCLIP` parameters.
+same DIR and the second run completes the `NoisedCLIP` parameters. A DIR that
+already holds another checkpoint (another kind, or a CLIP of another config)
+is refused unless `--force` replaces it. Errors are one `error:` line on
+stderr with exit status 2.
 """
 
 from __future__ import annotations
@@ -88,19 +91,45 @@ def _clip_params(kind: str, state: dict, config, output: pathlib.Path) -> dict:
         params = {"image_encoder": clip_convert.convert_clip_image(state, config)}
     else:
         params = {"text_encoder": clip_convert.convert_clip_text(state, config)}
-    if (output / checkpoints.PARAMS_FILE).is_file():
-        old_config, old_params = checkpoints.load_model(output)
-        if old_config.model.kind == "clip" and old_config.clip.to_dict() == config.clip.to_dict():
-            params = {**old_params, **params}
+    if (output / checkpoints.PARAMS_FILE).is_file():  # the other encoder, checked by `_check_output`
+        _, old_params = checkpoints.load_model(output)
+        params = {**old_params, **params}
     if {"image_encoder", "text_encoder"} <= set(params):
         # The released files hold no logit scale; glide-text2im uses log(config value).
         params["logit_scale"] = np.asarray(np.log(np.float32(config.clip.logit_scale)), np.float32)
     return params
 
 
+def _check_output(output: pathlib.Path, kind: str, config, force: bool) -> None:
+    """Refuses to replace a checkpoint already in `output`, except a CLIP's other encoder.
+
+    The two CLIP encoders come as two files and are converted into one
+    checkpoint, so `--kind clip-text` into a folder holding a CLIP of the same
+    config writes the text encoder beside the image encoder. Anything else
+    already there (another model, a CLIP of another config) is only replaced
+    with `force`.
+    """
+    if not (output / checkpoints.CONFIG_FILE).is_file() or force:
+        return
+    try:
+        old_config = checkpoints.load_config(output)
+        old_kind = old_config.model.kind
+    except Exception:  # noqa: BLE001 - any unreadable checkpoint is "something else"
+        old_kind, old_config = "unreadable", None
+    if KINDS[kind][0] == "clip" and old_kind == "clip" and old_config.clip.to_dict() == config.clip.to_dict():
+        return  # this encoder is (re)written beside the other one
+    raise core.ConversionError(
+        f"--output {output} already holds a {old_kind!r} checkpoint"
+        + (" of another CLIP config" if old_kind == "clip" and KINDS[kind][0] == "clip" else "")
+        + "; choose another --output, or pass --force to replace it")
+
+
 def convert(input_path: str | pathlib.Path, kind: str, output: str | pathlib.Path,
-            options: str | pathlib.Path | None = None) -> tuple[ml_collections.ConfigDict, dict]:
+            options: str | pathlib.Path | None = None, force: bool = False) -> tuple[ml_collections.ConfigDict, dict]:
     """Converts INPUT and writes the exported checkpoint to `output`.
+
+    Args:
+      force: replace whatever checkpoint `output` holds (see `_check_output`).
 
     Returns:
       (config, params) as written by `checkpoints.save_model`.
@@ -109,6 +138,9 @@ def convert(input_path: str | pathlib.Path, kind: str, output: str | pathlib.Pat
         raise core.ConversionError(f"--kind {kind!r} is not one of {', '.join(KINDS)}")
     output = pathlib.Path(output)
     config = options_config(pathlib.Path(options), kind) if options else preset_config(kind)
+    _check_output(output, kind, config, force)
+    if force and (output / checkpoints.PARAMS_FILE).is_file():
+        (output / checkpoints.PARAMS_FILE).unlink()  # replaced, not merged
     state = core.load_state(input_path)
     if KINDS[kind][0] == "clip":
         params = _clip_params(kind, state, config, output)
@@ -126,14 +158,22 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     parser.add_argument("--kind", required=True, choices=sorted(KINDS))
     parser.add_argument("--options", default=None, help="glide-text2im options JSON (default: released size)")
     parser.add_argument("--output", required=True, help="directory for config.json + params.npz")
+    parser.add_argument("--force", action="store_true",
+                        help="replace a checkpoint already in --output (the other CLIP encoder is merged anyway)")
     args = parser.parse_args(argv)
     try:
-        config, params = convert(args.input, args.kind, args.output, args.options)
-    except (core.ConversionError, config_lib.ConfigError) as exc:
-        out(f"error: {exc}")
-        return 1
+        config, params = convert(args.input, args.kind, args.output, args.options, args.force)
+    except (core.ConversionError, config_lib.ConfigError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     count = sum(int(np.size(leaf)) for leaf in _leaves(params))
-    out(f"wrote {args.output}: model.kind={config.model.kind}, {count} parameters")
+    out(f"wrote {args.output}: model.kind={config.model.kind}, {count} parameters"
+        + (" (both CLIP encoders)" if {"image_encoder", "text_encoder"} <= set(params) else ""))
+    text = config.get("text")
+    if (config.model.kind != "clip" and text is not None and text.tokenizer == "gpt2"
+            and int(text.n_vocab) != config_lib.GPT2_VOCAB_SIZE):
+        print(f"warning: the model has {text.n_vocab} token embeddings but the GPT-2 tokenizer gives ids up to "
+              f"{config_lib.GPT2_VOCAB_SIZE}; sample.py will refuse it (a test-sized checkpoint?)", file=sys.stderr)
     return 0
 
 

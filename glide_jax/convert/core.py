@@ -132,16 +132,27 @@ def param_template(model: nn.Module, inputs: Mapping[str, Any]) -> dict[Path, ja
     return traverse_util.flatten_dict(nn.meta.unbox(variables)["params"])
 
 
+SHOWN = 10  # entries of each problem list in an error message
+
+
+def _listed(items: list[str], separator: str) -> str:
+    shown = separator.join(items[:SHOWN])
+    return shown + (f"{separator}... and {len(items) - SHOWN} more" if len(items) > SHOWN else "")
+
+
 def _format_problems(missing, unexpected, mismatched) -> str:
     lines = ["checkpoint does not match the model:"]
     if missing:
         lines.append(f"  missing ({len(missing)} Flax params without a checkpoint key): "
-                     + ", ".join("/".join(p) for p in missing))
+                     + _listed(["/".join(p) for p in missing], ", "))
     if unexpected:
         lines.append(f"  unexpected ({len(unexpected)} checkpoint keys the model has no place for): "
-                     + ", ".join(unexpected))
+                     + _listed(list(unexpected), ", "))
     if mismatched:
-        lines.append(f"  shape mismatches ({len(mismatched)}): " + "; ".join(mismatched))
+        lines.append(f"  shape mismatches ({len(mismatched)}): " + _listed(list(mismatched), "; "))
+    if mismatched or (missing and unexpected):
+        lines.append("  (a checkpoint of another size or kind: check --kind, and pass the model's "
+                     "glide-text2im options with --options)")
     return "\n".join(lines)
 
 

@@ -46,7 +46,7 @@ def test_cli_round_trip(fixtures_dir, tmp_path):
     np.testing.assert_allclose(out, np.transpose(io["output"], (0, 2, 3, 1)), atol=1e-4)
 
 
-def test_bare_options_and_kind_mismatch(fixtures_dir, tmp_path):
+def test_bare_options_and_kind_mismatch(fixtures_dir, tmp_path, capsys):
     raw = json.loads((fixtures_dir / "upsample_options.json").read_text())
     bare = tmp_path / "bare.json"
     bare.write_text(json.dumps(raw["model_and_diffusion_options"]))
@@ -56,7 +56,7 @@ def test_bare_options_and_kind_mismatch(fixtures_dir, tmp_path):
     code = cli.main([str(fixtures_dir / "upsample_state.npz"), "--kind", "base",
                      "--options", str(fixtures_dir / "upsample_options.json"), "--output", str(tmp_path / "x")],
                     out=lines.append)
-    assert code == 1 and "super_res=True" in lines[-1]
+    assert code == 2 and "super_res=True" in capsys.readouterr().err and not lines
 
 
 def test_presets_for_every_kind():
@@ -78,6 +78,35 @@ def test_clip_halves_merge(fixtures_dir, tmp_path):
     assert set(params) == {"image_encoder", "text_encoder", "logit_scale"}
     np.testing.assert_allclose(params["logit_scale"], np.log(100.0), rtol=1e-7)
     assert config.model.kind == "clip"
+    # Converting an encoder again rewrites it beside the other one.
+    assert cli.main([str(fixtures_dir / "clip_text_enc_state.npz"), "--kind", "clip-text",
+                     "--options", options, "--output", str(out_dir)], out=lambda _: None) == 0
+    assert set(checkpoints.load_model(out_dir)[1]) == {"image_encoder", "text_encoder", "logit_scale"}
+
+
+def test_output_holding_another_checkpoint_is_not_replaced(fixtures_dir, tmp_path, capsys):
+    options = json.loads((fixtures_dir / "clip_options.json").read_text())
+    options.setdefault("config", options)["logit_scale"] = 50.0  # a CLIP of another config
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(options))
+    out_dir = tmp_path / "clip"
+    convert = [str(fixtures_dir / "clip_image_enc_state.npz"), "--kind", "clip-image", "--output", str(out_dir)]
+    assert cli.main([*convert, "--options", str(fixtures_dir / "clip_options.json")], out=lambda _: None) == 0
+    before = (out_dir / checkpoints.PARAMS_FILE).read_bytes()
+    assert cli.main([*convert, "--options", str(other)], out=lambda _: None) == 2
+    assert "already holds a 'clip' checkpoint of another CLIP config" in capsys.readouterr().err
+    assert (out_dir / checkpoints.PARAMS_FILE).read_bytes() == before
+    assert cli.main([*convert, "--options", str(other), "--force"], out=lambda _: None) == 0
+    assert checkpoints.load_config(out_dir).clip.logit_scale == 50.0
+    # A converted test-sized base model warns that the GPT-2 tokenizer does not fit it.
+    assert cli.main([str(fixtures_dir / "base_state.npz"), "--kind", "base", "--options",
+                     str(fixtures_dir / "base_options.json"), "--output", str(tmp_path / "base")],
+                    out=lambda _: None) == 0
+    assert "warning: the model has 512 token embeddings" in capsys.readouterr().err
+    assert cli.main([str(fixtures_dir / "base_state.npz"), "--kind", "upsample", "--options",
+                     str(fixtures_dir / "upsample_options.json"), "--output", str(tmp_path / "base")],
+                    out=lambda _: None) == 2
+    assert "already holds a 'base' checkpoint; choose another --output" in capsys.readouterr().err
 
 
 def test_save_load_is_bit_exact(tmp_path):
@@ -104,13 +133,13 @@ def test_load_errors_name_the_path(tmp_path):
         checkpoints.load_model(tmp_path)
 
 
-def test_incomplete_options_name_the_missing_keys(fixtures_dir, tmp_path):
+def test_incomplete_options_name_the_missing_keys(fixtures_dir, tmp_path, capsys):
     options = tmp_path / "partial.json"
     options.write_text(json.dumps({"image_size": 32, "num_channels": 32}))
-    lines = []
     code = cli.main([str(fixtures_dir / "base_state.npz"), "--kind", "base", "--options", str(options),
-                     "--output", str(tmp_path / "x")], out=lines.append)
-    assert code == 1 and "num_res_blocks" in lines[-1] and "xf_width" in lines[-1]
+                     "--output", str(tmp_path / "x")], out=lambda _: None)
+    err = capsys.readouterr().err
+    assert code == 2 and "num_res_blocks" in err and "xf_width" in err
     assert not (tmp_path / "x").exists()
 
 
