@@ -117,6 +117,7 @@ if __name__ == "__main__":
     sys.argv, _none_keys = split_none_overrides(sys.argv)
     try:  # parsed here, so that a bad file, key or value is one line, not a traceback
         define_flags()
+        app.define_help_flags()  # --help, -h, --helpfull (app.run would define them only after parsing)
         remaining = flags.FLAGS(sys.argv)
     except flags.Error as error:
         print(f"error: {error}", file=sys.stderr)

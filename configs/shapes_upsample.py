@@ -48,6 +48,7 @@ def get_config() -> ml_collections.ConfigDict:
     d.noise_schedule = "linear"  # GLIDE's upsampler schedule
     data = config.data
     data.dataset = "glide_shapes"  # procedural shapes with captions
+    data.shapes_max_objects = 1  # one shape per scene, as shapes_base makes (and its captions fit the context)
     data.batch_size = 16  # global batch
     data.shapes_resolution = 64  # render at the output size
     data.shapes_train_size = 10_000  # scenes in the train split

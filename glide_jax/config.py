@@ -68,7 +68,7 @@ def model_defaults() -> ml_collections.ConfigDict:
             attention_resolutions=(32, 16, 8),  # pixel sizes that get attention
             num_heads=1,  # heads when num_head_channels is None
             num_head_channels=64,  # channels per head; None -> use num_heads
-            num_heads_upsample=None,  # decoder heads; None -> same as num_heads
+            num_heads_upsample=optional_field(int),  # decoder heads; None -> same as num_heads
             dropout=0.1,  # dropout in the residual blocks (training only)
             use_scale_shift_norm=True,  # FiLM-style GroupNorm conditioning
             resblock_updown=True,  # resample inside residual blocks
@@ -92,11 +92,11 @@ def text_defaults() -> ml_collections.ConfigDict:
             xf_padding=True,  # learned padding embedding where mask is off
             n_vocab=GPT2_VOCAB_SIZE,  # token embedding rows
             tokenizer="gpt2",  # gpt2 | clip | sentencepiece
-            tokenizer_path=None,  # SentencePiece model file (sentencepiece only)
+            tokenizer_path=optional_field(str),  # SentencePiece model file (sentencepiece only)
             sp_vocab_size=16384,  # ids in a trained SentencePiece model (set n_vocab to match)
             sp_model_type="unigram",  # SentencePiece algorithm: unigram | bpe | char | word
             sp_normalization="nmt_nfkc_cf",  # SentencePiece normaliser; "_cf" also lowercases
-            sp_max_captions=None,  # train on at most this many captions; None = all
+            sp_max_captions=optional_field(int),  # train on at most this many captions; None = all
         )
     )
 
@@ -133,7 +133,7 @@ def diffusion_defaults() -> ml_collections.ConfigDict:
             steps=1000,  # training diffusion steps
             noise_schedule="squaredcos_cap_v2",  # linear | squaredcos_cap_v2
             learn_sigma=True,  # model predicts eps and the variance value v
-            timestep_respacing=None,  # training respacing; None = every step
+            timestep_respacing=optional_field(str),  # training respacing; None = every step
         )
     )
 

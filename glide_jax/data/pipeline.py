@@ -58,8 +58,14 @@ def example_spec(config) -> preprocess.ExampleSpec:
 
 
 def tokenizer_config(config):
-    """config.text, except that the noised CLIP always reads CLIP BPE tokens (its vocabulary)."""
-    return {"tokenizer": "clip"} if config.model.kind == "clip" else config.text
+    """config.text, except that the noised CLIP always reads CLIP BPE tokens (its vocabulary).
+
+    The embedding's row count goes with it, so a vocabulary too large for
+    the model is a ConfigError at set-up, not a NaN loss.
+    """
+    if config.model.kind == "clip":
+        return {"tokenizer": "clip", "n_vocab": int(config.clip.n_vocab)}
+    return config.text
 
 
 def batch_sharding(mesh, data_axes) -> NamedSharding:

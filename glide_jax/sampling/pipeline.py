@@ -31,6 +31,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import pathlib
+import warnings
 from typing import Any, Iterator, Mapping, Sequence
 
 import flax.linen as nn
@@ -114,8 +115,9 @@ def model_config(stored: ml_collections.ConfigDict) -> ml_collections.ConfigDict
     defaults = config_lib.base_config()
     config = ml_collections.ConfigDict({name: defaults[name] for name in MODEL_SECTIONS})
     for name in MODEL_SECTIONS:
-        if name in stored:
-            config[name].update(stored[name])
+        if name in stored:  # plain values: ml_collections cannot update one FieldReference from another
+            section = stored[name]
+            config[name].update(section.to_dict() if isinstance(section, ml_collections.ConfigDict) else section)
     return config_lib.validate(config)
 
 
@@ -263,6 +265,13 @@ class Pipeline:
         if self.clip is not None and self.clip.config.clip.image_size != self.base.module.image_size:
             raise SamplingError(f"{self.clip.what} sees {self.clip.config.clip.image_size} px images but the "
                                 f"base model makes {self.base.module.image_size} px")
+        if self.clip is not None:
+            keys = ("noise_schedule", "steps")
+            theirs = {k: self.clip.config.diffusion.get(k) for k in keys}
+            ours = {k: self.base.config.diffusion.get(k) for k in keys}
+            if theirs != ours:
+                warnings.warn(f"{self.clip.what} was trained on diffusion {theirs} but the base model uses {ours}: "
+                              "it judges x_t at noise levels it did not learn", stacklevel=3)
 
     @property
     def num_devices(self) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from glide_jax.config import ConfigError
 from glide_jax.text import base
 from glide_jax.text.clip import CLIPTokenizer
 from glide_jax.text.gpt2 import GPT2Tokenizer
@@ -25,7 +26,7 @@ def get_tokenizer(text_config: Any) -> base.Tokenizer:
       `SentencePieceTokenizer`. Each call loads the vocabulary afresh.
 
     Raises:
-      KeyError, ValueError or FileNotFoundError naming config.text.tokenizer,
+      KeyError, ConfigError or FileNotFoundError naming config.text.tokenizer,
       config.text.tokenizer_path, or config.text.n_vocab when the model's
       embedding has fewer rows than the tokenizer has ids.
     """
@@ -35,7 +36,7 @@ def get_tokenizer(text_config: Any) -> base.Tokenizer:
     tokenizer = _build(text_config["tokenizer"], text_config)
     rows = text_config["n_vocab"] if "n_vocab" in text_config else None
     if rows is not None and tokenizer.n_vocab > rows:  # an out-of-range id would be clamped silently
-        raise ValueError(f"config.text.n_vocab = {rows}: the model's token embedding has {rows} rows but the "
+        raise ConfigError(f"config.text.n_vocab = {rows}: the model's token embedding has {rows} rows but the "
                          f"{text_config['tokenizer']} tokenizer has {tokenizer.n_vocab} ids; use the tokenizer "
                          f"the model was trained with, or n_vocab >= {tokenizer.n_vocab}")
     return tokenizer
@@ -49,10 +50,10 @@ def _build(name: str, text_config: Any) -> base.Tokenizer:
     if name == "sentencepiece":
         path = text_config["tokenizer_path"] if "tokenizer_path" in text_config else None
         if not path:
-            raise ValueError("config.text.tokenizer_path must name a SentencePiece .model file "
+            raise ConfigError("config.text.tokenizer_path must name a SentencePiece .model file "
                              "when config.text.tokenizer = 'sentencepiece'")
         try:
             return SentencePieceTokenizer(path)
         except FileNotFoundError as err:
             raise FileNotFoundError(f"config.text.tokenizer_path = {path!r}: {err}") from None
-    raise ValueError(f"config.text.tokenizer = {name!r}: must be one of {', '.join(TOKENIZER_NAMES)}")
+    raise ConfigError(f"config.text.tokenizer = {name!r}: must be one of {', '.join(TOKENIZER_NAMES)}")

@@ -99,7 +99,9 @@ DATA_ORDER_KEYS = ("data.batch_size", "data.shuffle_buffer", "train.seed")
 # Settings that change what training does from the resumed step on.
 TRAINING_KEYS = ("diffusion.noise_schedule", "diffusion.steps", "diffusion.timestep_respacing",
                  "data.caption_dropout", "data.dataset", "data.folder_path", "data.tfds_name",
-                 "data.shapes_train_size", "data.shapes_seed", "data.shapes_max_objects")
+                 "data.shapes_train_size", "data.shapes_seed", "data.shapes_max_objects",
+                 # The learned token embeddings belong to the ids of one tokenizer.
+                 "text.tokenizer", "text.tokenizer_path")
 
 
 def check_resumable(stored: dict[str, Any], config: ml_collections.ConfigDict, step: int) -> list[str]:

@@ -41,8 +41,12 @@ def resolve_init_from(path: str | pathlib.Path) -> pathlib.Path:
     for candidate in (path / "export", path):
         if (candidate / checkpoints.PARAMS_FILE).exists() and (candidate / checkpoints.CONFIG_FILE).exists():
             return candidate
+    hint = ""
+    if (path / "checkpoints").is_dir():  # a workdir trained with train.export_ema=False
+        hint = (f"; it is a training workdir without an export: write one with `python -m "
+                f"glide_jax.train.export --workdir {path} --output {path / 'export'}`")
     raise InitFromError(f"config.train.init_from = {str(path)!r}: no exported model there "
-                        f"(expected config.json + params.npz, or export/ of a training workdir)")
+                        f"(expected config.json + params.npz, or export/ of a training workdir){hint}")
 
 
 def _flatten(tree: Any) -> dict[str, Any]:
@@ -92,8 +96,9 @@ def merge_pretrained(params: Any, pretrained: Any, *, source_kind: str, target_k
       A tree like `params` of numpy float32 arrays.
 
     Raises:
-      InitFromError: listing parameters missing from the source or of a shape
-        that cannot be adapted.
+      InitFromError: listing parameters missing from the source, source
+        parameters the model has no place for (a shallower text encoder, say)
+        and shapes that cannot be adapted.
     """
     remap = source_kind != target_kind
     if remap and not (source_kind in unet.INPUT_LAYOUT and target_kind in unet.INPUT_LAYOUT):
@@ -114,9 +119,12 @@ def merge_pretrained(params: Any, pretrained: Any, *, source_kind: str, target_k
             merged.append(None)
         else:
             merged.append(source[name])
+    unused = sorted(set(source) - set(names))
+    problems += [f"{name}: in the source model, not in the configured one" for name in unused]
     if problems:
-        raise InitFromError("config.train.init_from does not fit the configured model:\n  "
-                            + "\n  ".join(problems[:40]))
+        raise InitFromError("config.train.init_from does not fit the configured model (every source parameter "
+                            "must find its place, so that the first step computes what the source did):\n  "
+                            + "\n  ".join(problems[:40]) + ("\n  ..." if len(problems) > 40 else ""))
     return jax.tree_util.tree_unflatten(treedef, [m.astype(np.float32) for m in merged])
 
 

@@ -96,6 +96,20 @@ def test_cli_rejects_unknown_and_bad_keys_in_one_line(tmp_path, override, messag
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.parametrize("overrides, message", [
+    # Optional keys (None by default) take overrides; a vocabulary too large for the model is one line.
+    (["--config.text.tokenizer=sentencepiece", "--config.text.tokenizer_path=/nonexistent.model"],
+     "error: config.text.tokenizer_path = '/nonexistent.model'"),
+    (["--config.text.n_vocab=32"], "error: config.text.n_vocab = 32: the model's token embedding has 32 rows"),
+])
+def test_tokenizer_mistakes_are_one_line(tmp_path, overrides, message):
+    result = subprocess.run(
+        [sys.executable, "train.py", "--config", "configs/shapes_base.py", "--workdir", str(tmp_path), *overrides],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+
+
 def test_none_overrides_are_split_off_argv():
     sys.path.insert(0, str(REPO))
     try:

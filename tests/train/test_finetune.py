@@ -90,3 +90,11 @@ def test_init_from_reads_export_or_workdir(tmp_path, make_config):
         np.testing.assert_array_equal(loaded["out_conv"]["kernel"], params["out_conv"]["kernel"])
     with pytest.raises(finetune.InitFromError, match="no exported model"):
         finetune.resolve_init_from(tmp_path / "nowhere")
+
+
+def test_source_parameters_without_a_place_are_an_error():
+    # A shallower target (one text block fewer) would silently drop the source's last block.
+    source = {"text_encoder": {"resblocks_0": {"w": np.ones(2)}, "resblocks_1": {"w": np.ones(2)}}}
+    target = {"text_encoder": {"resblocks_0": {"w": np.zeros(2)}}}
+    with pytest.raises(finetune.InitFromError, match="resblocks_1.w: in the source model, not in the configured"):
+        finetune.merge_pretrained(target, source, source_kind="base", target_kind="base")
