@@ -6,14 +6,21 @@ the model: params are stored as a flat npz whose keys are "/"-joined Flax
 paths, uncompressed float32, so a save/load round trip is bit-exact.
 
   directory/
-    config.json   config.to_json(): every section of the ml_collections config
-    params.npz    {"input_blocks_1_0/in_conv/kernel": float32 array, ...}
+    config.json      config.to_json(): every section of the ml_collections config
+    params.npz       {"input_blocks_1_0/in_conv/kernel": float32 array, ...}
+    tokenizer.model  only for text.tokenizer = "sentencepiece": a copy of the
+                     trained model; config.json names it by this relative path
+
+A relative `text.tokenizer_path` is looked up next to config.json first, so an
+exported SentencePiece model travels with its directory.
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
+import shutil
+import warnings
 import zipfile
 from typing import Any, Mapping
 
@@ -27,6 +34,7 @@ from glide_jax import config as config_lib
 
 CONFIG_FILE = "config.json"
 PARAMS_FILE = "params.npz"
+TOKENIZER_FILE = "tokenizer.model"
 _SEP = "/"
 
 
@@ -63,11 +71,43 @@ def save_model(directory: str | pathlib.Path, config: ml_collections.ConfigDict,
         params = params["params"]
     flat = traverse_util.flatten_dict(params, sep=_SEP)
     arrays = {key: np.asarray(jax.device_get(value), dtype=np.float32) for key, value in flat.items()}
+    config = _bundle_tokenizer(directory, config)
     (directory / CONFIG_FILE).write_text(config.to_json(indent=2, sort_keys=True) + "\n")
     tmp = directory / (PARAMS_FILE + ".tmp.npz")
     np.savez(tmp, **arrays)
     tmp.replace(directory / PARAMS_FILE)
     return directory
+
+
+def _sentencepiece_path(config) -> str | None:
+    text = config.get("text") if isinstance(config, ml_collections.ConfigDict) else None
+    if text is None or text.get("tokenizer") != "sentencepiece":
+        return None
+    return text.get("tokenizer_path") or None
+
+
+def _bundle_tokenizer(directory: pathlib.Path, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`config`, or a copy naming a SentencePiece model copied into `directory`.
+
+    A checkpoint that names a tokenizer file elsewhere could only be sampled
+    where that path exists, from the working directory training ran in. If
+    the file is missing now, the path is kept as it is, with a warning.
+    """
+    source = _sentencepiece_path(config)
+    if source is None:
+        return config
+    target = directory / TOKENIZER_FILE
+    if not pathlib.Path(source).is_file():
+        warnings.warn(f"config.text.tokenizer_path = {source!r} does not exist, so the checkpoint in {directory} "
+                      "holds no copy of its tokenizer: sampling it needs that file at that path", stacklevel=3)
+        return config
+    if not (target.exists() and target.samefile(source)):
+        tmp = directory / (TOKENIZER_FILE + ".tmp")
+        shutil.copyfile(source, tmp)
+        tmp.replace(target)
+    config = config.copy_and_resolve_references()
+    config.text.tokenizer_path = TOKENIZER_FILE
+    return config
 
 
 def load_config(directory: str | pathlib.Path) -> ml_collections.ConfigDict:
@@ -76,7 +116,9 @@ def load_config(directory: str | pathlib.Path) -> ml_collections.ConfigDict:
     The saved values are laid over `config.base_config()`, so the result is
     typed like a config built from `configs/`: a field saved as null keeps its
     type (a `--config.x=...` override can set it), and a key added to the
-    defaults after the file was written gets its default.
+    defaults after the file was written gets its default. A relative
+    SentencePiece `text.tokenizer_path` naming a file beside config.json
+    (as `save_model` writes it) becomes that file's path.
     """
     path = pathlib.Path(directory) / CONFIG_FILE
     if not path.is_file():
@@ -92,6 +134,11 @@ def load_config(directory: str | pathlib.Path) -> ml_collections.ConfigDict:
         config.update(_tuples(raw))
     except (TypeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{path} does not fit the config's types: {exc}") from exc
+    tokenizer = _sentencepiece_path(config)
+    if tokenizer is not None and not pathlib.Path(tokenizer).is_absolute():
+        beside = pathlib.Path(directory) / tokenizer
+        if beside.is_file():
+            config.text.tokenizer_path = str(beside)
     return config
 
 
