@@ -263,8 +263,17 @@ def mesh_defaults() -> ml_collections.ConfigDict:
     )
 
 
+# Where glide-text2im's inpaint notebook differs from the text2im one: guidance
+# 5 (as in the paper's inpainting samples), and DDPM for the upsampler.
+INPAINT_SAMPLE_DEFAULTS = {"guidance_scale": 5.0, "upsample_sampler": "ddpm"}
+
+
 def sample_defaults() -> ml_collections.ConfigDict:
-    """The sampler of glide-text2im's notebooks (glide_jax.sampling, sample.py)."""
+    """The sampler of glide-text2im's notebooks (glide_jax.sampling, sample.py).
+
+    With an inpainting base model `INPAINT_SAMPLE_DEFAULTS` replace two of
+    them (`Pipeline.settings`).
+    """
     return ml_collections.ConfigDict(
         dict(
             steps="100",  # base respacing: "N", "a,b,c", "ddimN" or "fast27"

@@ -2,7 +2,7 @@
 
 Usage:
   python sample.py --base CKPT [--upsample CKPT] [--clip CKPT]
-      (--prompt TEXT [TEXT ...] | --prompts-file FILE) --out DIR
+      (--prompt TEXT [TEXT ...] | --prompts-file FILE) [--num-samples 1] --out DIR
       [--image PNG --mask PNG] [--steps 100] [--sampler ddpm|ddim]
       [--guidance-scale 3.0] [--upsample-steps fast27] [--upsample-sampler ddim]
       [--upsample-temp 0.997] [--clip-guidance-scale 3.0] [--batch-size 8] [--seed 0]
@@ -10,8 +10,10 @@ Usage:
 
 Every sampler flag overrides one key of `config.sample`
 (`glide_jax.config.sample_defaults`), whose defaults are glide-text2im's
-notebook settings. The output directory receives one PNG per prompt
-(`0000.png`, ...), written as each batch finishes, then `grid.png` and
+notebook settings (an inpainting model gets the inpaint notebook's guidance
+5 and DDPM upsampler). The output
+directory receives `--num-samples` PNGs per prompt (`0000.png`, ..., each
+prompt's samples together), written as each batch finishes, then `grid.png` and
 `settings.json` with every setting needed to reproduce the run. Bad input (a
 missing or wrong checkpoint, image or mask) is reported on one line and the
 exit status is 2. Ctrl-C keeps the finished batches (with a grid and
@@ -61,27 +63,34 @@ def build_parser() -> argparse.ArgumentParser:
     prompts.add_argument("--prompt", nargs="+", action="extend", metavar="TEXT", help="prompt(s)")
     prompts.add_argument("--prompts-file", type=pathlib.Path,
                          help="UTF-8 text file, one prompt per non-empty line (no comment syntax)")
+    parser.add_argument("--num-samples", type=int, default=1, metavar="N",
+                        help="images per prompt (default 1); the grid then has one row per prompt")
     parser.add_argument("--out", required=True, type=pathlib.Path, help="output directory")
     parser.add_argument("--image", type=pathlib.Path, help="inpainting: source image")
     parser.add_argument("--mask", type=pathlib.Path,
                         help="inpainting: mask PNG of the image's size, white = keep, black = generate")
     for flag, key, kind, text in _SAMPLE_FLAGS:
-        parser.add_argument(flag, dest=key, type=kind, default=None,
-                            help=f"{text} (default {defaults[key]!r})")
+        default = f"default {defaults[key]!r}"
+        if key in config_lib.INPAINT_SAMPLE_DEFAULTS:
+            default += f"; {config_lib.INPAINT_SAMPLE_DEFAULTS[key]!r} with an inpainting model"
+        parser.add_argument(flag, dest=key, type=kind, default=None, help=f"{text} ({default})")
     parser.add_argument("--dtype", choices=config_lib.DTYPES, default=None,
                         help="compute dtype (default: each checkpoint's model.dtype); params stay float32")
-    parser.add_argument("--grid-cols", type=int, default=None, help="images per grid row (default: square)")
+    parser.add_argument("--grid-cols", type=int, default=None,
+                        help="images per grid row (default: --num-samples if above 1, else square)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
+
+
+def sample_overrides(args: argparse.Namespace) -> dict:
+    """The config.sample keys the flags set (the pipeline fills in the rest)."""
+    return {key: getattr(args, key) for _, key, _, _ in _SAMPLE_FLAGS if getattr(args, key) is not None}
 
 
 def sample_config_from_args(args: argparse.Namespace) -> ml_collections.ConfigDict:
     """config.sample with the given flags applied; ConfigError names a bad key."""
     config = ml_collections.ConfigDict({"sample": config_lib.sample_defaults()})
-    for _, key, _, _ in _SAMPLE_FLAGS:
-        value = getattr(args, key)
-        if value is not None:
-            config.sample[key] = value
+    config.sample.update(sample_overrides(args))
     config_lib.validate_sample(config)
     return config.sample
 
@@ -198,7 +207,8 @@ def _run_record(args, pipe, prompts, sample_config, inpaint, image_size: int) ->
     return dict(
         mode=pipe.mode(inpaint),
         guidance="clip" if pipe.clip is not None else "classifier-free",
-        prompts=prompts,
+        prompts=prompts,  # one per image file
+        num_samples=args.num_samples,
         checkpoints={model.role: _absolute(model.path) for model in models},
         checkpoint_files={model.role: _file_identity(model.path) for model in models},
         image=_absolute(args.image), mask=_absolute(args.mask),
@@ -206,12 +216,19 @@ def _run_record(args, pipe, prompts, sample_config, inpaint, image_size: int) ->
         sample=sample,
         dtype=pipe.base.config.model.dtype,
         dtypes={model.role: model.config.model.dtype for model in models},
-        grid_cols=args.grid_cols,
+        grid_cols=_grid_cols(args),
         num_devices=pipe.num_devices,
         backend=jax.default_backend(),
         versions={"glide_jax": __version__, "jax": jax.__version__},
         image_size=image_size,
     )
+
+
+def _grid_cols(args: argparse.Namespace) -> int | None:
+    """--grid-cols; with several samples per prompt, one row per prompt; else square (None)."""
+    if args.grid_cols is None and args.num_samples > 1:
+        return args.num_samples
+    return args.grid_cols
 
 
 def _file_identity(checkpoint_dir) -> dict | None:
@@ -228,12 +245,15 @@ def run(args: argparse.Namespace, echo: Callable[[str], None] = print) -> list[p
     """Loads the pipeline, samples every prompt and writes the outputs as batches finish."""
     from glide_jax.sampling import pipeline as pipeline_lib  # jax is imported only once flags parse
 
-    sample_config = sample_config_from_args(args)
-    prompts = read_prompts(args)
+    sample_config_from_args(args)  # bad flag values fail before any model loads
+    if args.num_samples < 1:
+        raise SamplingError(f"--num-samples {args.num_samples}: must be at least 1")
+    prompts = [prompt for prompt in read_prompts(args) for _ in range(args.num_samples)]
     if (args.image is None) != (args.mask is None):
         raise SamplingError("--image and --mask must be given together")
     if args.grid_cols is not None and args.grid_cols < 1:
         raise SamplingError(f"--grid-cols {args.grid_cols}: must be at least 1")
+    grid_cols = _grid_cols(args)
     for flag in _unused_flags(args):
         warnings.warn(f"{flag} has no effect and is not recorded", stacklevel=2)
     created, earlier = prepare_out_dir(args.out)
@@ -241,6 +261,7 @@ def run(args: argparse.Namespace, echo: Callable[[str], None] = print) -> list[p
     written: list[pathlib.Path] = []
     try:
         pipe = pipeline_lib.load_pipeline(args.base, upsample=args.upsample, clip=args.clip, dtype=args.dtype)
+        sample_config = pipe.settings(sample_overrides(args))
         inpaint = None
         if args.image is not None:
             inpaint = pipe.load_inpaint_inputs(args.image, args.mask)
@@ -255,7 +276,7 @@ def run(args: argparse.Namespace, echo: Callable[[str], None] = print) -> list[p
         if done:
             record.update(interrupted=True, image_size=int(done[0].shape[0]), prompts=prompts[:len(done)],
                           prompts_not_sampled=prompts[len(done):])
-            write_outputs(args.out, done, record, args.grid_cols, earlier, written)
+            write_outputs(args.out, done, record, grid_cols, earlier, written)
             echo(f"interrupted: kept the {len(done)} finished images of {len(prompts)} in {args.out}")
         raise
     except BaseException:
@@ -263,7 +284,7 @@ def run(args: argparse.Namespace, echo: Callable[[str], None] = print) -> list[p
             args.out.rmdir()  # nothing of a failed run is left behind
         raise
     record["image_size"] = int(done[0].shape[0])
-    paths = write_outputs(args.out, done, record, args.grid_cols, earlier, written)
+    paths = write_outputs(args.out, done, record, grid_cols, earlier, written)
     echo(f"wrote {len(paths)} images, grid.png and settings.json to {args.out}")
     return paths
 

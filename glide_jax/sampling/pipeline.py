@@ -397,10 +397,14 @@ class Pipeline:
     def settings(self, sample_config=None) -> ml_collections.ConfigDict:
         """config.sample defaults overridden by `sample_config` (a mapping), validated.
 
-        Respacings may be given as integers (100 for "100") and integer
-        settings as numpy integers.
+        With an inpainting base model the defaults are those of
+        glide-text2im's inpaint notebook (`config.INPAINT_SAMPLE_DEFAULTS`:
+        guidance 5, a DDPM upsampler). Respacings may be given as integers (100 for "100") and
+        integer settings as numpy integers.
         """
         config = ml_collections.ConfigDict({"sample": config_lib.sample_defaults()})
+        if self.base.kind == "inpaint":
+            config.sample.update(config_lib.INPAINT_SAMPLE_DEFAULTS)
         for key, value in dict(sample_config or {}).items():
             if key not in config.sample:
                 raise SamplingError(f"unknown sample setting {key!r}; known: {', '.join(config.sample)}")

@@ -62,7 +62,26 @@ def test_inpainting_keeps_the_white_region(tiny_checkpoints, tmp_path):
     # The last step's x_0 has the known pixels pasted in, at both resolutions.
     assert np.abs(result[:16] - expected[:16]).max() <= 1
     assert np.abs(result[16:] - expected[16:]).mean() > 10
-    assert json.loads((out / "settings.json").read_text())["mode"] == "inpaint"
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["mode"] == "inpaint"
+    # glide-text2im's inpaint notebook: guidance 5, a DDPM upsampler.
+    assert settings["sample"]["guidance_scale"] == 5.0 and settings["sample"]["upsample_sampler"] == "ddpm"
+
+
+def test_num_samples_gives_each_prompt_a_grid_row(tiny_checkpoints, tmp_path):
+    out = tmp_path / "out"
+    assert cli.main(["--base", str(tiny_checkpoints["base"]), "--prompt", "a red circle", "a cat",
+                     "--num-samples", "3", "--batch-size", "4", "--out", str(out), *FAST]) == 0
+    files = sorted(p.name for p in out.glob("0*.png"))
+    assert files == [f"{i:04d}.png" for i in range(6)]
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["prompts"] == ["a red circle"] * 3 + ["a cat"] * 3 and settings["num_samples"] == 3
+    assert settings["grid_cols"] == 3 and settings["sample"]["guidance_scale"] == 3.0
+    assert _read(out / "grid.png").shape == (2 * 18 + 2, 3 * 18 + 2, 3)  # 2 rows of 3 16 px tiles
+    images = [_read(out / name) for name in files]
+    assert not np.array_equal(images[0], images[1])  # the samples of a prompt differ
+    assert cli.main(["--base", str(tiny_checkpoints["base"]), "--prompt", "x", "--num-samples", "0",
+                     "--out", str(tmp_path / "none"), *FAST]) == 2
 
 
 def _sample_py(*args, timeout=600):

@@ -122,6 +122,9 @@ def test_checkpoint_errors_name_the_problem(tiny_checkpoints, tmp_path):
 
 def test_inpainting_needs_its_inputs(tiny_checkpoints, base_pipe):
     pipe = load_pipeline(tiny_checkpoints["inpaint"])
+    assert (pipe.settings().guidance_scale, pipe.settings().upsample_sampler) == (5.0, "ddpm")
+    assert (base_pipe.settings().guidance_scale, base_pipe.settings().upsample_sampler) == (3.0, "ddim")
+    assert pipe.settings({"guidance_scale": 2.0}).guidance_scale == 2.0
     with pytest.raises(SamplingError, match="is an inpainting model: give a source image and mask"):
         pipe.generate(["x"], SETTINGS)
     with pytest.raises(SamplingError, match="needs an 'inpaint' base model"):
