@@ -8,15 +8,20 @@ input the source model had keeps its weights, wherever the new kind puts it
 (an upsampler's `low_res` moves from channels 3:6 to 7:10 in the inpainting
 upsampler), and the new inputs start at zero, so at the start of fine-tuning
 the network computes exactly what the source model did. Anything else that
-does not fit is an error that lists the parameters.
+does not fit is an error that lists the parameters. Settings that change what
+the copied parameters compute while keeping their shapes (head counts, the
+tokenizer, the noise schedule) are compared separately and warned about
+(`function_differences`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import pathlib
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 
 from glide_jax import checkpoints
@@ -24,6 +29,14 @@ from glide_jax.models import unet
 
 
 FIRST_CONV = "input_blocks_0_0/kernel"  # the U-Net's input convolution (HWIO)
+
+# Settings that change what a parameter computes but not its shape, so the
+# shape checks of `merge_pretrained` cannot see them (per model family).
+UNET_FUNCTION_KEYS = ("model.num_heads", "model.num_head_channels", "model.num_heads_upsample",
+                      "model.norm_groups", "text.xf_heads", "text.tokenizer",
+                      "diffusion.noise_schedule", "diffusion.steps")
+CLIP_FUNCTION_KEYS = ("clip.n_head_image", "clip.n_head_state_image", "clip.n_head_text",
+                      "clip.n_head_state_text", "diffusion.noise_schedule", "diffusion.steps")
 
 
 class InitFromError(ValueError):
@@ -128,7 +141,44 @@ def merge_pretrained(params: Any, pretrained: Any, *, source_kind: str, target_k
     return jax.tree_util.tree_unflatten(treedef, [m.astype(np.float32) for m in merged])
 
 
-def load_pretrained(path: str | pathlib.Path) -> tuple[str, Any]:
-    """(model kind, params) of the exported model at `path` (see `resolve_init_from`)."""
-    config, params = checkpoints.load_model(resolve_init_from(path))
-    return config.model.kind, params
+def load_pretrained(path: str | pathlib.Path) -> tuple[ml_collections.ConfigDict, Any]:
+    """(config, params) of the exported model at `path` (see `resolve_init_from`)."""
+    return checkpoints.load_model(resolve_init_from(path))
+
+
+def function_differences(source: ml_collections.ConfigDict, target: ml_collections.ConfigDict) -> list[str]:
+    """Same-shape settings in which the configured model differs from its init_from source.
+
+    The copied weights would be read differently: attention split into other
+    heads, GroupNorm over other groups, token ids of another vocabulary, or
+    timesteps of another noise schedule. SentencePiece tokenizers are
+    compared by their model files' contents, not their paths.
+
+    Returns:
+      One line per difference, naming the key and both values.
+    """
+    keys = CLIP_FUNCTION_KEYS if target.model.kind == "clip" else UNET_FUNCTION_KEYS
+    if target.model.get("num_head_channels") is not None and source.model.get("num_head_channels") is not None:
+        keys = tuple(k for k in keys if k not in ("model.num_heads", "model.num_heads_upsample"))  # unused then
+    lines = []
+    for key in keys:
+        section, name = key.split(".")
+        ours = target[section].get(name) if section in target else None
+        theirs = source[section].get(name) if section in source else None
+        if ours != theirs:
+            lines.append(f"config.{key} = {ours!r}, the source model's is {theirs!r}")
+    both_sentencepiece = ("text.tokenizer" in keys
+                          and source.text.get("tokenizer") == target.text.get("tokenizer") == "sentencepiece")
+    if both_sentencepiece:
+        ours, theirs = target.text.tokenizer_path, source.text.tokenizer_path
+        if _digest(ours) != _digest(theirs):
+            lines.append(f"config.text.tokenizer_path = {ours!r} is another SentencePiece model than the "
+                         f"source model's {theirs!r}")
+    return lines
+
+
+def _digest(path: str | None) -> str | None:
+    try:
+        return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
+    except (OSError, TypeError):
+        return path  # unreadable: compare the paths

@@ -132,9 +132,12 @@ def _initial_state(run: Run) -> state_lib.TrainState:
                                             run.mesh)
     if config.train.init_from is None:
         return state
-    source_kind, pretrained = finetune.load_pretrained(config.train.init_from)
-    params = finetune.merge_pretrained(state.params, pretrained, source_kind=source_kind,
+    source_config, pretrained = finetune.load_pretrained(config.train.init_from)
+    params = finetune.merge_pretrained(state.params, pretrained, source_kind=source_config.model.kind,
                                        target_kind=config.model.kind)
+    for line in finetune.function_differences(source_config, config):
+        log.warning("init_from %s: %s; its copied weights will compute something else", config.train.init_from,
+                    line)
     params = jax.device_put(params, run.state_shardings.params)
     def with_params(s, p):
         return s.replace(params=p, opt_state=optimizer.init(p), ema_params=tuple(p for _ in s.ema_params))

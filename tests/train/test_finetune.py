@@ -85,8 +85,8 @@ def test_init_from_reads_export_or_workdir(tmp_path, make_config):
     checkpoints.save_model(tmp_path / "run" / "export", config, params)
     (tmp_path / "run" / "config.json").write_text("{}")  # a workdir's own config is not an export
     for where in (tmp_path / "run", tmp_path / "run" / "export"):
-        kind, loaded = finetune.load_pretrained(where)
-        assert kind == "base"
+        loaded_config, loaded = finetune.load_pretrained(where)
+        assert loaded_config.model.kind == "base"
         np.testing.assert_array_equal(loaded["out_conv"]["kernel"], params["out_conv"]["kernel"])
     with pytest.raises(finetune.InitFromError, match="no exported model"):
         finetune.resolve_init_from(tmp_path / "nowhere")
@@ -98,3 +98,32 @@ def test_source_parameters_without_a_place_are_an_error():
     target = {"text_encoder": {"resblocks_0": {"w": np.zeros(2)}}}
     with pytest.raises(finetune.InitFromError, match="resblocks_1.w: in the source model, not in the configured"):
         finetune.merge_pretrained(target, source, source_kind="base", target_kind="base")
+
+
+def test_same_shape_differences_from_the_source_are_named(make_config, tmp_path):
+    from glide_jax.text import train_sentencepiece
+
+    source, target = make_config("base"), make_config("inpaint")
+    assert finetune.function_differences(source, target) == []  # the kind itself is expected to change
+    target.model.num_head_channels = source.model.num_head_channels // 2  # same shapes, other heads
+    target.model.num_heads = 7  # unused beside num_head_channels: not reported
+    target.text.xf_heads = source.text.xf_heads * 2
+    target.diffusion.noise_schedule = "linear"
+    lines = finetune.function_differences(source, target)
+    assert len(lines) == 3 and lines[0].startswith("config.model.num_head_channels = ")
+    assert "config.text.xf_heads" in lines[1] and "'linear', the source model's is 'squaredcos_cap_v2'" in lines[2]
+
+    # SentencePiece models are compared by content, wherever they lie.
+    captions = ["a red circle", "a blue square", "two green stars"] * 5
+    first = train_sentencepiece(captions, 30, tmp_path / "a.model", model_type="char")
+    copy = tmp_path / "copy.model"
+    copy.write_bytes(first.read_bytes())
+    other = train_sentencepiece(captions + ["purple hexagons"] * 5, 30, tmp_path / "b.model", model_type="char")
+    source, target = make_config("base"), make_config("base")
+    for config, path in ((source, first), (target, copy)):
+        config.text.update(tokenizer="sentencepiece", tokenizer_path=str(path))
+    assert finetune.function_differences(source, target) == []
+    target.text.tokenizer_path = str(other)
+    assert finetune.function_differences(source, target) == [
+        f"config.text.tokenizer_path = {str(other)!r} is another SentencePiece model than the source "
+        f"model's {str(first)!r}"]

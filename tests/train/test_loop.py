@@ -128,7 +128,10 @@ def test_every_kind_trains_and_checkpoint_loads(kind, make_config, tmp_path):
         assert 0.0 <= row["accuracy"] <= 1.0 and row["temperature"] == pytest.approx(100.0, rel=0.05)
 
 
-def test_inpaint_fine_tunes_from_the_base_run(make_config, tmp_path, base_run):
+def test_inpaint_fine_tunes_from_the_base_run(make_config, tmp_path, base_run, caplog):
     config = make_config("inpaint")
     config.train.init_from = str(base_run[0])  # GLIDE §4.3: fine-tune the text-to-image model
-    _train_two_steps(config, tmp_path)
+    config.text.xf_heads = 4  # same shapes, but the copied attention weights were learned for 2 heads
+    with caplog.at_level("WARNING", logger="glide_jax.train.loop"):
+        _train_two_steps(config, tmp_path)
+    assert "config.text.xf_heads = 4, the source model's is 2" in caplog.text
