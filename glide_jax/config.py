@@ -16,10 +16,11 @@ offending key. Loading a config has no side effects.
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import math
 import pathlib
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import ml_collections
 
@@ -703,4 +704,75 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
     if not callable(get_config):
         raise ConfigError(f"config file {file} defines no get_config()")
     return get_config() if arg is None else get_config(arg)
+
+
+OVERRIDE_PREFIX = "--config."
+
+
+def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(the other arguments, the `KEY=VALUE` of each `--config.KEY=VALUE` or `--config.KEY VALUE`).
+
+    For the argparse tools, which take train.py's override syntax.
+    """
+    rest, overrides = [], []
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if not arg.startswith(OVERRIDE_PREFIX):
+            rest.append(arg)
+        elif "=" in arg:
+            overrides.append(arg[len(OVERRIDE_PREFIX):])
+        elif args:
+            overrides.append(f"{arg[len(OVERRIDE_PREFIX):]}={args.pop(0)}")
+        else:
+            raise ConfigError(f"{arg}: no value (write {arg}=VALUE)")
+    return rest, overrides
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> ml_collections.ConfigDict:
+    """Sets each "KEY=VALUE" (dotted KEY) on `config`, parsed by the field's type, and returns it.
+
+    Strings are taken as written; numbers, booleans ("true"/"false" too) and
+    tuples ("1,2,4" or "(1, 2, 4)") are Python literals; "None" clears an
+    optional field (validation says whether it may be None).
+
+    Raises:
+      ConfigError: naming the override whose key does not exist or whose
+        value does not fit the field.
+    """
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if not sep:
+            raise ConfigError(f"{OVERRIDE_PREFIX}{override}: expected {OVERRIDE_PREFIX}KEY=VALUE")
+        *sections, field = key.split(".")
+        node = config
+        for depth, part in enumerate(sections):
+            node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+            if not isinstance(node, ml_collections.ConfigDict):
+                raise ConfigError(f"{OVERRIDE_PREFIX}{override}: config has no section "
+                                  f"{'.'.join(sections[:depth + 1])!r}")
+        if field not in node:
+            raise ConfigError(f"{OVERRIDE_PREFIX}{override}: config.{key} does not exist")
+        try:
+            node[field] = _parse_override(text, node.get_type(field))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{OVERRIDE_PREFIX}{override}: config.{key} is of type "
+                              f"{node.get_type(field).__name__} ({exc})") from None
+    return config
+
+
+def _parse_override(text: str, kind: type) -> Any:
+    if text == "None":
+        return None
+    if kind is str:
+        return text
+    if kind is bool and text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        raise ValueError(f"{text!r} is not a Python literal") from None
+    if kind is tuple and not isinstance(value, tuple):
+        value = tuple(value) if isinstance(value, list) else (value,)
+    return value
 # --- end config files ---

@@ -1,12 +1,14 @@
 """Trains a SentencePiece tokenizer on a dataset's training captions.
 
 Usage:
-  python -m glide_jax.text.train_tokenizer --config configs/my_experiment.py
+  python -m glide_jax.text.train_tokenizer --config configs/my_experiment.py [--config.KEY=VALUE ...]
 
 The captions come from `glide_jax.data.iter_captions(config, split="train")`;
 the vocabulary size and options from `config.text.sp_*`; the model is written
 to `config.text.tokenizer_path`. Afterwards set `config.text.tokenizer =
 "sentencepiece"` and `config.text.n_vocab = config.text.sp_vocab_size`.
+`--config.KEY=VALUE` overrides a key, as in train.py (pass the same ones to
+train.py, e.g. `--config.text.tokenizer_path`).
 """
 
 from __future__ import annotations
@@ -60,10 +62,15 @@ def train_from_config(config, captions_fn: Callable[[object], Iterable[str]] = _
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     epilog="--config.KEY=VALUE overrides a key, as in train.py")
     parser.add_argument("--config", required=True, type=pathlib.Path, help="experiment config file")
-    args = parser.parse_args(argv)
-    config = load_config(args.config)
+    try:
+        argv, overrides = config_lib.split_overrides(sys.argv[1:] if argv is None else argv)
+        args = parser.parse_args(argv)
+        config = config_lib.apply_overrides(load_config(args.config), overrides)
+    except config_lib.ConfigError as exc:
+        parser.error(str(exc))
     path = train_from_config(config)
     print(f"wrote {path} ({config.text.sp_vocab_size} ids)")
     return 0

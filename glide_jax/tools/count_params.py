@@ -1,7 +1,7 @@
 """Counts a config's parameters without allocating them.
 
 Usage:
-  python -m glide_jax.tools.count_params configs/glide_base.py
+  python -m glide_jax.tools.count_params configs/glide_base.py [--config.KEY=VALUE ...]
 
 Prints `params: N` (the exact number of scalars in the Flax `params` tree),
 computed with `jax.eval_shape` on `factory.create_model(config)`, so even the
@@ -33,11 +33,14 @@ def count_params(config: ml_collections.ConfigDict) -> int:
 
 
 def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     epilog="--config.KEY=VALUE overrides a key, as in train.py")
     parser.add_argument("config", help="config file with get_config(), e.g. configs/glide_base.py")
-    args = parser.parse_args(argv)
     try:
-        config = config_lib.load_config_file(args.config)
+        argv, overrides = config_lib.split_overrides(sys.argv[1:] if argv is None else argv)
+        args = parser.parse_args(argv)
+        config = config_lib.validate(config_lib.apply_overrides(config_lib.load_config_file(args.config),
+                                                                overrides))
     except config_lib.ConfigError as exc:
         parser.error(str(exc))
     out(f"params: {count_params(config)}")

@@ -1,6 +1,7 @@
 """Config defaults, validation errors and glide-text2im option conversion."""
 
 import json
+import re
 
 import pytest
 
@@ -80,3 +81,27 @@ def test_kind_sizes_follow_the_config():
     config.model.kind = "clip"
     assert config_lib.image_size(config) == config.clip.image_size
     assert config_lib.text_length(config) == config.clip.max_text_len
+
+
+def test_overrides_of_the_argparse_tools():
+    rest, overrides = config_lib.split_overrides(
+        ["cfg.py", "--config.model.model_channels=128", "--config.text.tokenizer_path", "a b.model", "-v"])
+    assert rest == ["cfg.py", "-v"] and overrides == ["model.model_channels=128", "text.tokenizer_path=a b.model"]
+    config = config_lib.apply_overrides(config_lib.base_config(), [
+        *overrides, "model.channel_mult=1,2", "model.use_scale_shift_norm=false", "optim.learning_rate=3e-4",
+        "diffusion.timestep_respacing=100", "train.sample_every=None", "model.attention_resolutions=(8,)"])
+    assert (config.model.model_channels, config.text.tokenizer_path) == (128, "a b.model")
+    assert config.model.channel_mult == (1, 2) and config.model.use_scale_shift_norm is False
+    assert config.optim.learning_rate == 3e-4 and config.diffusion.timestep_respacing == "100"
+    assert config.train.sample_every is None and config.model.attention_resolutions == (8,)
+    for override, message in [
+        ("model.chanels=1", "config.model.chanels does not exist"),
+        ("modl.x=1", "config has no section 'modl'"),
+        ("model.num_res_blocks=x", "config.model.num_res_blocks is of type int ('x' is not a Python literal)"),
+        ("model.num_res_blocks=2.5", "config.model.num_res_blocks is of type int"),
+        ("model.num_res_blocks", "expected --config.KEY=VALUE"),
+    ]:
+        with pytest.raises(config_lib.ConfigError, match=re.escape(f"--config.{override}: {message}")):
+            config_lib.apply_overrides(config_lib.base_config(), [override])
+    with pytest.raises(config_lib.ConfigError, match=r"--config.model.dropout: no value"):
+        config_lib.split_overrides(["--config.model.dropout"])

@@ -60,6 +60,13 @@ def test_cli_end_to_end_on_glide_shapes(tmp_path, capsys):
     config_file.write_text(_CONFIG_FILE.format(path=str(model_path)))
     assert train_tokenizer.main(["--config", str(config_file)]) == 0
     assert str(model_path) in capsys.readouterr().out
+    smaller = tmp_path / "tok" / "smaller.model"
+    assert train_tokenizer.main(["--config", str(config_file), "--config.text.sp_vocab_size=40",
+                                 f"--config.text.tokenizer_path={smaller}"]) == 0
+    assert SentencePieceTokenizer(smaller).n_vocab == 40
+    with pytest.raises(SystemExit):
+        train_tokenizer.main(["--config", str(config_file), "--config.text.sp_vocab=40"])
+    assert "config.text.sp_vocab does not exist" in capsys.readouterr().err
     config = train_tokenizer.load_config(config_file)
     tok = get_tokenizer(config.text)
     assert tok.n_vocab == config.text.sp_vocab_size == 48

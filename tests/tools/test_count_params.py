@@ -46,3 +46,16 @@ def test_config_file_argument(tmp_path):
                     "    return cfg\n")
     assert config_lib.load_config_file(f"{path}:32").model.image_size == 32
     assert config_lib.load_config_file(str(path)).model.image_size == 64
+
+
+def test_overrides_as_in_train_py(capsys):
+    lines = []
+    assert count_params.main([str(CONFIGS / "glide_base.py"), "--config.text.xf_layers=15"], out=lines.append) == 0
+    per_block = 385030726 - int(lines[0].split()[-1])
+    assert per_block == 12 * 512 * 512 + 13 * 512  # one text block: qkv, out, 4x MLP and two LayerNorms
+    with pytest.raises(SystemExit):
+        count_params.main([str(CONFIGS / "glide_base.py"), "--config.text.xf_layer=15"])
+    assert "config.text.xf_layer does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # validated like train.py's configs
+        count_params.main([str(CONFIGS / "glide_base.py"), "--config.model.norm_groups=7"])
+    assert "config.model.norm_groups" in capsys.readouterr().err
