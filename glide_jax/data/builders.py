@@ -22,8 +22,9 @@ import pathlib
 import zlib
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
+from glide_jax import imaging
 from glide_jax.config import ConfigError
 from glide_jax.data import shapes
 from glide_jax.data.tf_env import import_tfds
@@ -246,35 +247,11 @@ def _is_validation(path: pathlib.Path, fraction: float) -> bool:
     return zlib.crc32(path.name.encode()) % 10_000 < fraction * 10_000
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Any PIL mode as 8-bit RGB.
-
-    16- and 32-bit grey levels are scaled to 8 bits (PIL's own conversion
-    clips them at 255, which turns a 16-bit photo white); float images in
-    [0, 1] are scaled by 255. Transparent pixels are composited onto white,
-    not dropped (PIL's conversion would show the colours hidden under them).
-    """
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        values = np.asarray(img, np.float64)
-        top = float(values.max(initial=0.0))
-        if img.mode == "F" and top <= 1.0:
-            values = values * 255.0
-        elif img.mode.startswith("I;16") or top > 255.0:
-            values = values / (257.0 if top <= 65535.0 else top / 255.0)
-        img = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
-    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (img.mode in ("P", "L", "RGB")
-                                                           and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return img.convert("RGB")
-
-
 def read_rgb(path: pathlib.Path, max_short_side: int | None = None) -> np.ndarray:
     """Decodes an image file fully to (H, W, 3) uint8; raises on any defect.
 
     The image is turned upright by its EXIF orientation (phone photos), and
-    converted to 8-bit RGB by `_to_rgb`.
+    converted to 8-bit RGB by `imaging.to_rgb`.
 
     Args:
       path: the image file.
@@ -284,7 +261,7 @@ def read_rgb(path: pathlib.Path, max_short_side: int | None = None) -> np.ndarra
     """
     with Image.open(path) as img:
         img.load()  # force a full decode so truncated files fail here
-        img = _to_rgb(ImageOps.exif_transpose(img))
+        img = imaging.to_rgb(imaging.upright(img))
         short = min(img.size)
         if max_short_side is not None and short > max_short_side:
             scale = max_short_side / short

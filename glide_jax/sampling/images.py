@@ -21,6 +21,7 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from glide_jax import imaging
 from glide_jax.sampling.errors import SamplingError
 
 
@@ -72,31 +73,24 @@ def make_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2, fill: 
 
 
 def _open(path: str | pathlib.Path, what: str) -> Image.Image:
-    """Opens an image file, turning every failure into a one-line SamplingError."""
+    """Opens an image file upright (by its EXIF orientation); any failure is a one-line SamplingError."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise SamplingError(f"{what} {path} does not exist")
     try:
         image = Image.open(path)
         image.load()
+        return imaging.upright(image)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise SamplingError(f"{what} {path} is not a readable image ({exc})") from None
-    return image
-
-
-def _rgb(image: Image.Image) -> Image.Image:
-    """RGB, with transparent pixels composited onto white (as the training data is)."""
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    return image.convert("RGB")
 
 
 def load_image(path: str | pathlib.Path, size: int) -> np.ndarray:
     """Reads an image as the inpainting notebook does (RGB, bicubic resize to a square).
 
     A non-square image is stretched to the square, as there, with a warning;
-    transparent pixels become white.
+    transparent pixels become white, and 16-bit images are scaled to 8 bits
+    (`glide_jax.imaging.to_rgb`, as for the training data).
 
     Returns:
       float32 (size, size, 3) in [-1, 1].
@@ -105,7 +99,7 @@ def load_image(path: str | pathlib.Path, size: int) -> np.ndarray:
     if image.width != image.height:
         warnings.warn(f"image {path} is {image.width}x{image.height}: stretched to {size}x{size} (crop it to a "
                       "square first to keep its proportions)", stacklevel=2)
-    image = _rgb(image).resize((size, size), resample=Image.BICUBIC)
+    image = imaging.to_rgb(image).resize((size, size), resample=Image.BICUBIC)
     return np.asarray(image, np.float32) / 127.5 - 1.0
 
 
@@ -134,7 +128,7 @@ def load_mask(path: str | pathlib.Path, size: int, expected_size: tuple[int, int
         warnings.warn(f"mask {path}: {100 * grey.mean():.0f}% of its pixels are grey; thresholded at 50% "
                       "(white = keep, black = generate)", stacklevel=2)
     keep = levels >= 128
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+    if imaging.has_alpha(image):
         keep &= np.asarray(image.convert("RGBA"), np.uint8)[..., 3] >= 128
     binary = Image.fromarray(keep.astype(np.uint8) * 255, mode="L")
     resized = np.asarray(binary.resize((size, size), resample=Image.BOX), np.float32)

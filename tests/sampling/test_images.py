@@ -108,3 +108,19 @@ def test_transparency_grey_masks_and_non_square_images(tmp_path):
     Image.fromarray(np.zeros((8, 16, 3), np.uint8)).save(tmp_path / "wide.png")
     with pytest.warns(UserWarning, match="is 16x8: stretched to 4x4"):
         images.load_image(tmp_path / "wide.png", 4)
+
+
+def test_source_images_are_read_as_the_training_data_is(tmp_path):
+    # 16-bit grey: scaled to 8 bits, not clipped to white by PIL's conversion.
+    Image.fromarray(np.full((8, 8), 32896, np.uint16)).save(tmp_path / "g16.png")
+    np.testing.assert_allclose(images.load_image(tmp_path / "g16.png", 8), 128 / 127.5 - 1.0, atol=1e-6)
+    # A phone photo stored sideways with an EXIF orientation: read upright, so that a
+    # mask drawn on the upright picture has its size.
+    tall = np.zeros((20, 10, 3), np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    Image.fromarray(tall.transpose(1, 0, 2)).save(tmp_path / "sideways.jpg", exif=exif)
+    assert images.image_size(tmp_path / "sideways.jpg") == (10, 20)
+    Image.fromarray(np.full((20, 10), 255, np.uint8)).save(tmp_path / "mask.png")
+    inputs = images.load_inpaint_inputs(tmp_path / "sideways.jpg", tmp_path / "mask.png", 8)
+    assert inputs.image.shape == (8, 8, 3) and inputs.mask.min() == 1.0
