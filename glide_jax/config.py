@@ -17,6 +17,7 @@ offending key. Loading a config has no side effects.
 from __future__ import annotations
 
 import ast
+import difflib
 import importlib.util
 import math
 import pathlib
@@ -707,6 +708,8 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
 
 
 OVERRIDE_PREFIX = "--config."
+OVERRIDES_HELP = ("--config.KEY=VALUE overrides a key of the config file, parsed by the key's type "
+                  "(--config.KEY=None clears an optional key)")
 
 
 def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -752,13 +755,20 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
                 raise ConfigError(f"{OVERRIDE_PREFIX}{override}: config has no section "
                                   f"{'.'.join(sections[:depth + 1])!r}")
         if field not in node:
-            raise ConfigError(f"{OVERRIDE_PREFIX}{override}: config.{key} does not exist")
+            close = difflib.get_close_matches(field, list(node.keys()), n=1)
+            hint = f" (did you mean {'.'.join([*sections, close[0]])}?)" if close else ""
+            raise ConfigError(f"{OVERRIDE_PREFIX}{override}: config.{key} does not exist{hint}")
         try:
             node[field] = _parse_override(text, node.get_type(field))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{OVERRIDE_PREFIX}{override}: config.{key} is of type "
                               f"{node.get_type(field).__name__} ({exc})") from None
     return config
+
+
+def load_cli_config(path: str | pathlib.Path, overrides: Sequence[str]) -> ml_collections.ConfigDict:
+    """An experiment file's config with `--config.KEY=VALUE` overrides applied, validated."""
+    return validate(apply_overrides(load_config_file(str(path)), overrides))
 
 
 def _parse_override(text: str, kind: type) -> Any:

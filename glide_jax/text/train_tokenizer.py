@@ -22,11 +22,6 @@ from glide_jax import config as config_lib
 from glide_jax.text.sentencepiece_tokenizer import train_sentencepiece
 
 
-def load_config(path: str | pathlib.Path):
-    """Loads an experiment file's `get_config()` (see `config.load_config_file`)."""
-    return config_lib.load_config_file(str(path))
-
-
 def _default_captions(config) -> Iterable[str]:
     # Imported here: glide_jax.data pulls in TensorFlow, which nothing else in
     # glide_jax.text needs.
@@ -51,27 +46,28 @@ def train_from_config(config, captions_fn: Callable[[object], Iterable[str]] = _
         if key not in text:
             raise KeyError(f"config.text.{key} is missing")
     if not text.tokenizer_path:
-        raise ValueError("config.text.tokenizer_path must name the .model file to write")
+        raise config_lib.ConfigError("config.text.tokenizer_path must name the .model file to write")
     try:
         return train_sentencepiece(captions_fn(config), text.sp_vocab_size, text.tokenizer_path,
                                    model_type=text.sp_model_type, normalization=text.sp_normalization,
                                    max_captions=text.sp_max_captions)
     except ValueError as err:
-        raise ValueError(f"config.text (sp_vocab_size={text.sp_vocab_size}, "
-                         f"sp_model_type={text.sp_model_type!r}): {err}") from err
+        raise config_lib.ConfigError(f"config.text (sp_vocab_size={text.sp_vocab_size}, "
+                                     f"sp_model_type={text.sp_model_type!r}): {err}") from err
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     epilog="--config.KEY=VALUE overrides a key, as in train.py")
+    parser = argparse.ArgumentParser(prog="python -m glide_jax.text.train_tokenizer",
+                                     description=__doc__.splitlines()[0], epilog=config_lib.OVERRIDES_HELP)
     parser.add_argument("--config", required=True, type=pathlib.Path, help="experiment config file")
     try:
         argv, overrides = config_lib.split_overrides(sys.argv[1:] if argv is None else argv)
         args = parser.parse_args(argv)
-        config = config_lib.apply_overrides(load_config(args.config), overrides)
-    except config_lib.ConfigError as exc:
-        parser.error(str(exc))
-    path = train_from_config(config)
+        config = config_lib.load_cli_config(args.config, overrides)
+        path = train_from_config(config)
+    except (config_lib.ConfigError, KeyError, FileNotFoundError, NotADirectoryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"wrote {path} ({config.text.sp_vocab_size} ids)")
     return 0
 

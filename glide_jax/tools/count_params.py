@@ -33,16 +33,16 @@ def count_params(config: ml_collections.ConfigDict) -> int:
 
 
 def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     epilog="--config.KEY=VALUE overrides a key, as in train.py")
+    parser = argparse.ArgumentParser(prog="python -m glide_jax.tools.count_params",
+                                     description=__doc__.splitlines()[0], epilog=config_lib.OVERRIDES_HELP)
     parser.add_argument("config", help="config file with get_config(), e.g. configs/glide_base.py")
     try:
         argv, overrides = config_lib.split_overrides(sys.argv[1:] if argv is None else argv)
         args = parser.parse_args(argv)
-        config = config_lib.validate(config_lib.apply_overrides(config_lib.load_config_file(args.config),
-                                                                overrides))
+        config = config_lib.load_cli_config(args.config, overrides)
     except config_lib.ConfigError as exc:
-        parser.error(str(exc))
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     out(f"params: {count_params(config)}")
     return 0
 

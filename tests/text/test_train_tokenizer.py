@@ -64,22 +64,16 @@ def test_cli_end_to_end_on_glide_shapes(tmp_path, capsys):
     assert train_tokenizer.main(["--config", str(config_file), "--config.text.sp_vocab_size=40",
                                  f"--config.text.tokenizer_path={smaller}"]) == 0
     assert SentencePieceTokenizer(smaller).n_vocab == 40
-    with pytest.raises(SystemExit):
-        train_tokenizer.main(["--config", str(config_file), "--config.text.sp_vocab=40"])
-    assert "config.text.sp_vocab does not exist" in capsys.readouterr().err
-    config = train_tokenizer.load_config(config_file)
+    assert train_tokenizer.main(["--config", str(config_file), "--config.text.sp_vocab=40"]) == 2
+    assert "error: --config.text.sp_vocab=40: config.text.sp_vocab does not exist" in capsys.readouterr().err
+    assert train_tokenizer.main(["--config", str(config_file), "--config.text.sp_vocab_size=5000"]) == 2
+    assert capsys.readouterr().err.startswith("error: config.text (sp_vocab_size=5000")
+    assert train_tokenizer.main(["--config", str(tmp_path / "absent.py")]) == 2
+    assert "absent.py does not exist" in capsys.readouterr().err
+    config = config_lib.load_config_file(str(config_file))
     tok = get_tokenizer(config.text)
     assert tok.n_vocab == config.text.sp_vocab_size == 48
     caption = "a small red circle in the center on a teal background"
     ids = tok.encode(caption)
     assert tok.unk_token not in ids
     assert tok.decode(ids) == caption
-
-
-def test_load_config_errors(tmp_path):
-    with pytest.raises(config_lib.ConfigError, match="absent.py"):
-        train_tokenizer.load_config(tmp_path / "absent.py")
-    empty = tmp_path / "empty.py"
-    empty.write_text("x = 1\n")
-    with pytest.raises(config_lib.ConfigError, match="get_config"):
-        train_tokenizer.load_config(empty)

@@ -9,6 +9,7 @@ import pytest
 
 from glide_jax import checkpoints
 from glide_jax.models import factory
+from glide_jax.text import train_sentencepiece
 from glide_jax.train import finetune
 
 
@@ -101,8 +102,6 @@ def test_source_parameters_without_a_place_are_an_error():
 
 
 def test_same_shape_differences_from_the_source_are_named(make_config, tmp_path):
-    from glide_jax.text import train_sentencepiece
-
     source, target = make_config("base"), make_config("inpaint")
     assert finetune.function_differences(source, target) == []  # the kind itself is expected to change
     target.model.num_head_channels = source.model.num_head_channels // 2  # same shapes, other heads
