@@ -17,7 +17,6 @@ setup(
         "optax>=0.2.5",
         "orbax-checkpoint>=0.11.17",
         "ml-collections>=0.1.1",
-        "absl-py>=1.4",
         "numpy>=2.0",
         "sentencepiece>=0.2.0",
         "regex>=2023.3.22",
