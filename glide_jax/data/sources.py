@@ -73,8 +73,7 @@ def _host_split_name(split: str, splits, process_index: int, process_count: int,
     return tfds.even_splits(split, n=process_count, drop_remainder=True)[process_index]
 
 
-def load_host_split(data_config, split: str, process_index: int, process_count: int,
-                    decode_image: bool = False) -> HostSplit:
+def load_host_split(data_config, split: str, process_index: int, process_count: int) -> HostSplit:
     """Prepares the dataset if needed and returns this host's disjoint share of `split`.
 
     Shares come from `tfds.even_splits(..., drop_remainder=True)`, so every host
@@ -85,8 +84,8 @@ def load_host_split(data_config, split: str, process_index: int, process_count: 
       split: "train", "validation" or any split the dataset has.
       process_index: this host, in [0, process_count).
       process_count: number of hosts.
-      decode_image: keep TFDS's image decoding (only `iter_captions` wants
-        neither; by default images stay encoded bytes).
+
+    Images stay encoded bytes (the pipeline decodes them in its own map).
     """
     read_config = tfds.ReadConfig(interleave_cycle_length=1, try_autocache=False)
     if data_config.dataset == "tfds":
@@ -101,7 +100,7 @@ def load_host_split(data_config, split: str, process_index: int, process_count: 
         ds, info = tfds.load(
             data_config.tfds_name, split=name, data_dir=data_config.data_dir, download=True,
             shuffle_files=False, with_info=True, read_config=read_config,
-            decoders=None if decode_image else _nested_decoders(image_key),
+            decoders=_nested_decoders(image_key),
         )
     else:
         image_key, text_key = "image", "caption"
@@ -110,7 +109,7 @@ def load_host_split(data_config, split: str, process_index: int, process_count: 
         info = builder.info
         name = _host_split_name(split, info.splits, process_index, process_count, builder.name)
         ds = builder.as_dataset(split=name, shuffle_files=False, read_config=read_config,
-                                decoders=None if decode_image else {"image": tfds.decode.SkipDecoding()})
+                                decoders={"image": tfds.decode.SkipDecoding()})
     # Fail at set-up (naming the config key) rather than inside a tf.data map.
     _get_nested(ds.element_spec, image_key, "image_key")
     text_spec = _get_nested(ds.element_spec, text_key, "text_key")
@@ -120,12 +119,6 @@ def load_host_split(data_config, split: str, process_index: int, process_count: 
                             "caption": _get_nested(ex, text_key, "text_key")})
     label = split if process_count == 1 else f"{split} (host {process_index + 1} of {process_count})"
     return HostSplit(ds, int(info.splits[name].num_examples), label)
-
-
-def skipped_images(data_config) -> dict:
-    """For a folder dataset (prepared if needed): {"skipped", "skipped_files", "empty_captions"} per split."""
-    summary = prepare_dataset(data_config)
-    return {key: summary[key] for key in ("skipped", "skipped_files", "empty_captions")}
 
 
 def prepare_dataset(data_config) -> dict:

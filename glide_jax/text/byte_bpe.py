@@ -74,10 +74,6 @@ class BytePairMerger:
         self._ranks = {tuple(pair): rank for rank, pair in enumerate(merges)}
         self._cache: dict[tuple[str, ...], tuple[str, ...]] = {}
 
-    @property
-    def num_merges(self) -> int:
-        return len(self._ranks)
-
     def __call__(self, symbols: tuple[str, ...]) -> tuple[str, ...]:
         """Merges a word given as a tuple of symbols; returns the merged tuple."""
         cached = self._cache.get(symbols)

@@ -53,7 +53,7 @@ def _captions(batches, tokenizer):
 def test_folder_skips_corrupt_image_counts_and_names_it(tiny_config, image_folder, caplog):
     config = _folder_config(tiny_config, image_folder)
     with caplog.at_level(logging.WARNING):
-        report = sources.skipped_images(config.data)
+        report = sources.prepare_dataset(config.data)
     assert report["skipped"] == {"train": 1}
     assert report["skipped_files"]["train"] == [str(image_folder / "broken.jpg")]
     assert report["empty_captions"] == {"train": 2}  # img2 has an empty .txt, img5 none
@@ -85,7 +85,7 @@ def test_manifest_lists_paths_and_captions(tmp_path, tiny_config, image_folder, 
     else:
         manifest.write_text("path,caption\n" + "".join(f"{r['path']},{r['caption']}\n" for r in rows))
     config = _folder_config(tiny_config, manifest)
-    report = sources.skipped_images(config.data)
+    report = sources.prepare_dataset(config.data)
     assert report["skipped"] == {"train": 2}
     assert sorted(report["skipped_files"]["train"]) == sorted([str(image_folder / "broken.jpg"),
                                                                 str(tmp_path / "missing.png")])
@@ -198,7 +198,7 @@ def test_manifest_rows_of_one_image_are_its_captions(tmp_path, tiny_config, imag
     (tmp_path / "img0.png").write_bytes((image_folder / "img0.png").read_bytes())
     assert builders.list_folder(csv_manifest) == [(tmp_path / "img0.png", ("one", "two"))]
     config = _folder_config(tiny_config, manifest, batch_size=1)
-    assert sources.skipped_images(config.data)["empty_captions"] == {"train": 1}
+    assert sources.prepare_dataset(config.data)["empty_captions"] == {"train": 1}
     picked = set()
     for seed in range(8):  # each epoch picks one of img0's captions at random
         batches = list(data.create_input_pipeline(config, seed=seed, num_epochs=1))
