@@ -391,7 +391,10 @@ def _validate_data(config) -> None:
 
 
 LR_SCHEDULES = ("constant", "cosine", "linear")
-SAMPLERS = ("ddim", "ddpm")
+SAMPLERS = ("ddpm", "ddim")
+# The sections that describe a network (checkpoints and sampling read these;
+# the rest is the training run's business).
+NETWORK_SECTIONS = ("model", "text", "clip", "diffusion")
 MESH_AXES = ("data", "fsdp", "tensor")
 
 
@@ -492,7 +495,7 @@ def validate_sample(config) -> None:
         if not isinstance(value, str) or not value.strip():
             _fail(key, value, 'must be a respacing string such as "100", "ddim50" or "fast27"')
     for key in ("sample.sampler", "sample.upsample_sampler"):
-        _check_choice(config, key, ("ddpm", "ddim"))
+        _check_choice(config, key, SAMPLERS)
     for key in ("sample.guidance_scale", "sample.clip_guidance_scale"):
         value = _get(config, key)
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < math.inf:

@@ -100,11 +100,6 @@ def resolve_checkpoint(path: str | pathlib.Path) -> pathlib.Path:
     return path
 
 
-# The config sections that describe a network; the rest (data, optim, train...)
-# is the training run's business and may come from an older or newer version.
-MODEL_SECTIONS = ("model", "text", "clip", "diffusion")
-
-
 def model_config(stored: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The network sections of a checkpoint's config over today's defaults, validated.
 
@@ -113,8 +108,8 @@ def model_config(stored: ml_collections.ConfigDict) -> ml_collections.ConfigDict
     loadable when those sections change.
     """
     defaults = config_lib.base_config()
-    config = ml_collections.ConfigDict({name: defaults[name] for name in MODEL_SECTIONS})
-    for name in MODEL_SECTIONS:
+    config = ml_collections.ConfigDict({name: defaults[name] for name in config_lib.NETWORK_SECTIONS})
+    for name in config_lib.NETWORK_SECTIONS:
         if name in stored:  # plain values: ml_collections cannot update one FieldReference from another
             section = stored[name]
             config[name].update(section.to_dict() if isinstance(section, ml_collections.ConfigDict) else section)

@@ -24,11 +24,11 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 
+from glide_jax.config import SAMPLERS
 from glide_jax.diffusion import classifier_free_guidance, ddim_sample_loop, p_sample_loop
 from glide_jax.diffusion.gaussian import GaussianDiffusion
 from glide_jax.sampling.precast import precast
 
-SAMPLERS = ("ddpm", "ddim")
 Constrain = Callable[[jax.Array], jax.Array]
 
 

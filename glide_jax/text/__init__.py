@@ -7,7 +7,7 @@
 
 from glide_jax.text.base import Tokenizer, pad_and_mask, tokenize_batch
 from glide_jax.text.clip import CLIPTokenizer
-from glide_jax.text.factory import TOKENIZER_NAMES, get_tokenizer
+from glide_jax.text.factory import get_tokenizer
 from glide_jax.text.gpt2 import GPT2Tokenizer
 from glide_jax.text.sentencepiece_tokenizer import SentencePieceTokenizer, train_sentencepiece
 
@@ -15,7 +15,6 @@ __all__ = [
     "CLIPTokenizer",
     "GPT2Tokenizer",
     "SentencePieceTokenizer",
-    "TOKENIZER_NAMES",
     "Tokenizer",
     "get_tokenizer",
     "pad_and_mask",

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from glide_jax.config import ConfigError
+from glide_jax.config import TOKENIZERS, ConfigError
 from glide_jax.text import base
 from glide_jax.text.clip import CLIPTokenizer
 from glide_jax.text.gpt2 import GPT2Tokenizer
 from glide_jax.text.sentencepiece_tokenizer import SentencePieceTokenizer
-
-TOKENIZER_NAMES = ("gpt2", "clip", "sentencepiece")
 
 
 def get_tokenizer(text_config: Any) -> base.Tokenizer:
@@ -18,7 +16,7 @@ def get_tokenizer(text_config: Any) -> base.Tokenizer:
 
     Args:
       text_config: the `text` section of a config (a ConfigDict or mapping)
-        with `tokenizer` in TOKENIZER_NAMES and, for "sentencepiece",
+        with `tokenizer` in `config.TOKENIZERS` and, for "sentencepiece",
         `tokenizer_path` naming the trained `.model` file.
 
     Returns:
@@ -56,4 +54,4 @@ def _build(name: str, text_config: Any) -> base.Tokenizer:
             return SentencePieceTokenizer(path)
         except FileNotFoundError as err:
             raise FileNotFoundError(f"config.text.tokenizer_path = {path!r}: {err}") from None
-    raise ConfigError(f"config.text.tokenizer = {name!r}: must be one of {', '.join(TOKENIZER_NAMES)}")
+    raise ConfigError(f"config.text.tokenizer = {name!r}: must be one of {', '.join(TOKENIZERS)}")

@@ -37,7 +37,6 @@ from glide_jax.train import optim
 # Config keys that do not change the parameter tree (safe to change on resume).
 NON_ARCHITECTURE_KEYS = frozenset({"model.dropout", "model.dtype", "model.remat",
                                    "text.tokenizer", "text.tokenizer_path"})
-ARCHITECTURE_SECTIONS = ("model", "text", "clip", "diffusion")
 
 
 class ArchitectureMismatch(ValueError):
@@ -77,7 +76,7 @@ def config_differences(stored: dict[str, Any], config: ml_collections.ConfigDict
     current = config_to_dict(config)
     kind_is_clip = current["model"]["kind"] == "clip"
     diffs = []
-    for section in ARCHITECTURE_SECTIONS:
+    for section in config_lib.NETWORK_SECTIONS:
         if section == "clip" and not kind_is_clip:
             continue
         if section == "diffusion":  # only learn_sigma changes the network's output
