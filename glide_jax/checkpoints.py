@@ -35,6 +35,8 @@ from glide_jax import config as config_lib
 CONFIG_FILE = "config.json"
 PARAMS_FILE = "params.npz"
 TOKENIZER_FILE = "tokenizer.model"
+# A training workdir keeps the EMA export of its latest checkpoint here.
+EXPORT_DIR = "export"
 _SEP = "/"
 
 
@@ -77,6 +79,29 @@ def save_model(directory: str | pathlib.Path, config: ml_collections.ConfigDict,
     np.savez(tmp, **arrays)
     tmp.replace(directory / PARAMS_FILE)
     return directory
+
+
+def resolve_export(path: str | pathlib.Path) -> pathlib.Path:
+    """An exported model directory, or the `export/` of the training workdir `path`.
+
+    A workdir has a config.json of its own, so an export is recognised by its
+    params file. A path holding neither is returned as given, for the loader
+    to name.
+    """
+    path = pathlib.Path(path)
+    exported = path / EXPORT_DIR
+    if not (path / PARAMS_FILE).is_file() and (exported / PARAMS_FILE).is_file():
+        return exported
+    return path
+
+
+def missing_export_hint(path: str | pathlib.Path) -> str:
+    """For a training workdir with no export (train.export_ema=False): how to write one; else ""."""
+    path = pathlib.Path(path)
+    if (path / "checkpoints").is_dir() and not (path / PARAMS_FILE).is_file():
+        return (f"{path} is a training workdir with no {EXPORT_DIR}/ yet: training writes it at each checkpoint, "
+                f"or run python -m glide_jax.train.export --workdir {path} --output {path / EXPORT_DIR}")
+    return ""
 
 
 def _sentencepiece_path(config) -> str | None:

@@ -48,9 +48,6 @@ from glide_jax.sampling import batching, prompts as prompts_lib, stages
 from glide_jax.sampling import images as images_lib
 from glide_jax.sampling.errors import SamplingError
 
-# A training workdir keeps its EMA export here (glide_jax.train.export.EXPORT_DIR;
-# sampling sits below training in the layers, so the name is repeated, not imported).
-TRAIN_EXPORT_DIR = "export"
 # role (the sample.py flag) -> model kinds it accepts
 ROLE_KINDS = {"base": ("base", "inpaint"), "upsample": ("upsample", "upsample_inpaint"), "clip": ("clip",)}
 
@@ -87,19 +84,6 @@ class LoadedModel:
         return f"--{self.role} checkpoint {self.path}"
 
 
-def resolve_checkpoint(path: str | pathlib.Path) -> pathlib.Path:
-    """An exported model directory, or a training workdir's `export/` inside it.
-
-    A training workdir holds its own config.json but no params.npz, so it is
-    recognised by the missing params file rather than the config.
-    """
-    path = pathlib.Path(path)
-    exported = path / TRAIN_EXPORT_DIR
-    if not (path / checkpoints.PARAMS_FILE).is_file() and (exported / checkpoints.PARAMS_FILE).is_file():
-        return exported
-    return path
-
-
 def model_config(stored: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The network sections of a checkpoint's config over today's defaults, validated.
 
@@ -120,10 +104,9 @@ def _read_checkpoint(path: pathlib.Path, role: str):
     flag = f"--{role}"
     if not path.exists():
         raise SamplingError(f"{flag} checkpoint {path} does not exist")
-    if (path / "checkpoints").is_dir() and not (path / checkpoints.PARAMS_FILE).is_file():
-        raise SamplingError(f"{flag} {path} is a training workdir with no {TRAIN_EXPORT_DIR}/ yet: training writes "
-                            f"it at each checkpoint, or run python -m glide_jax.train.export --workdir {path} "
-                            f"--output DIR")
+    hint = checkpoints.missing_export_hint(path)
+    if hint:
+        raise SamplingError(f"{flag} {hint}")
     try:
         stored, params = checkpoints.load_model(path)
         config = model_config(stored)
@@ -181,7 +164,7 @@ def load_model(path: str | pathlib.Path, role: str, mesh, dtype: str | None = No
 
     `dtype` overrides the compute dtype (config.model.dtype); params stay float32.
     """
-    path = resolve_checkpoint(path)
+    path = checkpoints.resolve_export(path)
     config, params, low_res_size = _read_checkpoint(path, role)
     if dtype is not None:
         config.model.dtype = dtype

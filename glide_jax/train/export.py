@@ -27,7 +27,7 @@ from glide_jax.models import factory
 from glide_jax.train import checkpointing, optim, runtime
 from glide_jax.train import state as state_lib
 
-EXPORT_DIR = "export"
+EXPORT_DIR = checkpoints.EXPORT_DIR
 
 
 def ema_params_for_rate(state: Any, rates: Sequence[float], rate: float | None) -> Any:

@@ -49,17 +49,13 @@ def resolve_init_from(path: str | pathlib.Path) -> pathlib.Path:
     Raises:
       InitFromError: if neither `path/export` nor `path` holds config.json + params.npz.
     """
-    path = pathlib.Path(path)
-    # A workdir has a config.json of its own; only a directory with params is an export.
-    for candidate in (path / "export", path):
-        if (candidate / checkpoints.PARAMS_FILE).exists() and (candidate / checkpoints.CONFIG_FILE).exists():
-            return candidate
-    hint = ""
-    if (path / "checkpoints").is_dir():  # a workdir trained with train.export_ema=False
-        hint = (f"; it is a training workdir without an export: write one with `python -m "
-                f"glide_jax.train.export --workdir {path} --output {path / 'export'}`")
-    raise InitFromError(f"config.train.init_from = {str(path)!r}: no exported model there "
-                        f"(expected config.json + params.npz, or export/ of a training workdir){hint}")
+    found = checkpoints.resolve_export(path)
+    if (found / checkpoints.PARAMS_FILE).is_file() and (found / checkpoints.CONFIG_FILE).is_file():
+        return found
+    hint = checkpoints.missing_export_hint(path)
+    raise InitFromError(f"config.train.init_from = {str(path)!r}: "
+                        + (hint or "no exported model there (expected config.json + params.npz, or export/ of "
+                                   "a training workdir)"))
 
 
 def _flatten(tree: Any) -> dict[str, Any]:

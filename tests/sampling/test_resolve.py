@@ -18,18 +18,18 @@ def _touch_export(directory):
 
 def test_training_workdir_resolves_to_its_export(tmp_path):
     workdir = tmp_path / "run"
-    _touch_export(workdir / pipeline.TRAIN_EXPORT_DIR)
+    _touch_export(workdir / checkpoints.EXPORT_DIR)
     (workdir / checkpoints.CONFIG_FILE).write_text("{}")  # the run's own config, not an export
-    assert pipeline.resolve_checkpoint(workdir) == workdir / pipeline.TRAIN_EXPORT_DIR
+    assert checkpoints.resolve_export(workdir) == workdir / checkpoints.EXPORT_DIR
 
 
 def test_export_directory_resolves_to_itself(tmp_path):
     _touch_export(tmp_path / "ckpt")
-    assert pipeline.resolve_checkpoint(tmp_path / "ckpt") == tmp_path / "ckpt"
+    assert checkpoints.resolve_export(tmp_path / "ckpt") == tmp_path / "ckpt"
 
 
 def test_missing_directory_is_left_for_the_loader_to_name(tmp_path):
-    assert pipeline.resolve_checkpoint(tmp_path / "absent") == tmp_path / "absent"
+    assert checkpoints.resolve_export(tmp_path / "absent") == tmp_path / "absent"
 
 
 def test_a_sentencepiece_tokenizer_travels_with_its_export(tmp_path, monkeypatch):
