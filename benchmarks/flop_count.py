@@ -30,8 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-import flax.linen as nn  # noqa: E402  (after the path set-up)
-import jax  # noqa: E402
+import jax  # noqa: E402  (after the path set-up)
 import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 
@@ -44,12 +43,6 @@ from glide_jax.models import factory  # noqa: E402
 from glide_jax.train import losses, optim  # noqa: E402
 from glide_jax.train import state as state_lib  # noqa: E402
 from glide_jax.train import step as step_lib  # noqa: E402
-
-
-def abstract_params(module: nn.Module, config: ml_collections.ConfigDict) -> Any:
-    """The float32 params of `module` as ShapeDtypeStructs (nothing allocated)."""
-    inputs = factory.example_inputs(config, 1)
-    return nn.unbox(jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), **inputs)))["params"]
 
 
 def param_count(params: Any) -> int:
@@ -72,7 +65,7 @@ def _costs(fn, args: tuple, compile_too: bool) -> dict[str, Any]:
 def model_call_costs(kind: str, config: ml_collections.ConfigDict, rows: int, compile_too: bool) -> dict[str, Any]:
     """Costs of one U-Net call (text embedding given, as in a sampling step) and of one text encoding."""
     module = factory.create_model(config)
-    variables = {"params": abstract_params(module, config)}
+    variables = {"params": factory.abstract_params(config, module)}
     inputs = roofline.abstract(factory.example_inputs(config, rows))
     tokens, mask = inputs.pop("tokens"), inputs.pop("mask")
     x, t = inputs.pop("x"), inputs.pop("timesteps")
@@ -147,7 +140,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sample = config_lib.sample_defaults()
     base_steps = int(diffusion_from_config(base.diffusion, sample.steps).num_timesteps)
     up_steps = int(diffusion_from_config(up.diffusion, sample.upsample_steps).num_timesteps)
-    params = {kind: param_count(abstract_params(factory.create_model(c), c)) for kind, c in
+    params = {kind: param_count(factory.abstract_params(c)) for kind, c in
               (("base", base), ("upsample", up))}
     calls, workloads = [], []
     for batch in args.batch_sizes:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 
@@ -53,6 +57,17 @@ def create_model(config: ml_collections.ConfigDict):
         remat=bool(m.get("remat", False)),
         attention_impl=m.get("attention_impl", "auto"),
     )
+
+
+def abstract_params(config: ml_collections.ConfigDict, model: nn.Module | None = None) -> Any:
+    """The params tree of `model` (default `create_model(config)`) as unboxed ShapeDtypeStructs.
+
+    Traced with `jax.eval_shape`: nothing is allocated, so the paper-size
+    models take seconds.
+    """
+    model = create_model(config) if model is None else model
+    inputs = example_inputs(config, 1)
+    return nn.meta.unbox(jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), **inputs)))["params"]
 
 
 def example_inputs(config: ml_collections.ConfigDict, batch_size: int = 1) -> dict:

@@ -34,7 +34,6 @@ import pathlib
 import warnings
 from typing import Any, Iterator, Mapping, Sequence
 
-import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
@@ -122,8 +121,7 @@ def _read_checkpoint(path: pathlib.Path, role: str):
 
 def _check_params(module, config, params, what: str) -> None:
     """Fails with the first differences if params do not fit the module of config."""
-    inputs = factory.example_inputs(config, 1)
-    expected = nn.meta.unbox(jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), **inputs)))["params"]
+    expected = factory.abstract_params(config, module)
     flat_expected = {"/".join(k): v.shape for k, v in _flatten(expected)}
     flat_actual = {"/".join(k): np.shape(v) for k, v in _flatten(params)}
     problems = [f"missing {k}" for k in flat_expected if k not in flat_actual]

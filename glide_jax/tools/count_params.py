@@ -25,11 +25,7 @@ def count_params(config: ml_collections.ConfigDict) -> int:
     """Number of parameter scalars of the network `config` describes."""
     from glide_jax.models import factory  # keeps `--help` free of model imports
 
-    model = factory.create_model(config)
-    inputs = factory.example_inputs(config, 1)
-    variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), **inputs))
-    leaves = jax.tree_util.tree_leaves(variables["params"])
-    return sum(math.prod(leaf.shape) for leaf in leaves)
+    return sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(factory.abstract_params(config)))
 
 
 def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> int:

@@ -18,7 +18,7 @@ import importlib
 import pathlib
 import sys
 import traceback
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 

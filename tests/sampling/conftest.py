@@ -5,8 +5,6 @@ Each model is a few hundred thousand parameters: 16 px base/inpaint models,
 saved with `glide_jax.checkpoints.save_model`, the format training exports.
 """
 
-import flax.linen as nn
-import jax
 import numpy as np
 import pytest
 from flax import traverse_util
@@ -46,11 +44,8 @@ def random_params(config, seed: int = 0):
     As in the reference fixtures: weights N(0, 1) / sqrt(fan_in), 1-D
     parameters 0.1 N(0, 1) (norm scales 1 + 0.1 N(0, 1)).
     """
-    model = factory.create_model(config)
-    inputs = factory.example_inputs(config, 1)
-    shapes = nn.meta.unbox(jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), **inputs)))
     rng = np.random.default_rng(seed)
-    flat = traverse_util.flatten_dict(shapes["params"])
+    flat = traverse_util.flatten_dict(factory.abstract_params(config))
     params = {}
     for path, leaf in flat.items():
         shape = leaf.shape

@@ -13,21 +13,14 @@ from glide_jax.text import train_sentencepiece
 from glide_jax.train import finetune
 
 
-def _abstract_params(config):
-    model = factory.create_model(config)
-    variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), **factory.example_inputs(config, 1)))
-    return jax.tree_util.tree_map(lambda x: getattr(x, "value", x), variables["params"],
-                                  is_leaf=lambda x: hasattr(x, "value"))
-
-
 def _random_like(tree, seed=0):
     rng = np.random.default_rng(seed)
     return jax.tree_util.tree_map(lambda x: rng.standard_normal(x.shape).astype(np.float32), tree)
 
 
 def test_inpaint_from_base_zero_pads_new_input_channels(make_config):
-    base = _random_like(_abstract_params(make_config("base")))
-    inpaint_shapes = _abstract_params(make_config("inpaint"))
+    base = _random_like(factory.abstract_params(make_config("base")))
+    inpaint_shapes = factory.abstract_params(make_config("inpaint"))
     merged = finetune.merge_pretrained(inpaint_shapes, base, source_kind="base", target_kind="inpaint")
     first = merged["input_blocks_0_0"]["kernel"]
     assert first.shape[2] == 3 + 4  # noised image + known image + mask
@@ -51,8 +44,8 @@ def test_finetuned_model_starts_as_its_source(make_config, source_kind, target_k
     """Whatever the known image and mask, step 0 of the fine-tune computes what the source did;
     the upsampler's low_res weights follow low_res from channels 3:6 to 7:10."""
     source_config, target_config = make_config(source_kind), make_config(target_kind)
-    source = _random_like(_abstract_params(source_config), seed=1)
-    merged = finetune.merge_pretrained(_abstract_params(target_config), source, source_kind=source_kind,
+    source = _random_like(factory.abstract_params(source_config), seed=1)
+    merged = finetune.merge_pretrained(factory.abstract_params(target_config), source, source_kind=source_kind,
                                        target_kind=target_kind)
     rng = np.random.default_rng(2)
     inputs = {k: jnp.asarray(rng.uniform(-1, 1, v.shape).astype(v.dtype)) if v.dtype == jnp.float32 else v
@@ -64,25 +57,25 @@ def test_finetuned_model_starts_as_its_source(make_config, source_kind, target_k
 
 
 def test_source_inputs_must_have_a_place(make_config):
-    source = _random_like(_abstract_params(make_config("upsample")))
+    source = _random_like(factory.abstract_params(make_config("upsample")))
     with pytest.raises(finetune.InitFromError, match=r"'upsample' model cannot initialise a 'inpaint' model, "
                                                      r"which has no low_res input"):
-        finetune.merge_pretrained(_abstract_params(make_config("inpaint")), source, source_kind="upsample",
+        finetune.merge_pretrained(factory.abstract_params(make_config("inpaint")), source, source_kind="upsample",
                                   target_kind="inpaint")
 
 
 def test_mismatched_source_lists_the_parameters(make_config):
     wide = make_config("base")
     wide.model.model_channels = 64
-    source = _random_like(_abstract_params(wide))
+    source = _random_like(factory.abstract_params(wide))
     with pytest.raises(finetune.InitFromError, match=r"input_blocks_0_0/kernel: source \(3, 3, 3, 64\)"):
-        finetune.merge_pretrained(_abstract_params(make_config("base")), source, source_kind="base",
+        finetune.merge_pretrained(factory.abstract_params(make_config("base")), source, source_kind="base",
                                   target_kind="base")
 
 
 def test_init_from_reads_export_or_workdir(tmp_path, make_config):
     config = make_config("base")
-    params = _random_like(_abstract_params(config))
+    params = _random_like(factory.abstract_params(config))
     checkpoints.save_model(tmp_path / "run" / "export", config, params)
     (tmp_path / "run" / "config.json").write_text("{}")  # a workdir's own config is not an export
     for where in (tmp_path / "run", tmp_path / "run" / "export"):
