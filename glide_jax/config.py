@@ -549,22 +549,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _check_choice(config, "diffusion.noise_schedule", NOISE_SCHEDULES)
     if config.model.kind == "clip":
         validate_clip(config)
-    # --- data section (owned by glide_jax.data) ---
-    if "data" in config:
-        _validate_data(config)
-    # --- end data section ---
-    # --- optim, train and mesh sections (owned by glide_jax.train) ---
-    if "optim" in config:
-        _validate_optim(config)
-    if "train" in config:
-        _validate_train(config)
-    if "mesh" in config:
-        _validate_mesh(config)
-    # --- end optim, train and mesh sections ---
-    # --- sample section (owned by glide_jax.sampling) ---
-    if "sample" in config:
-        validate_sample(config)
-    # --- end sample section ---
+    # Sampling keeps only the network sections; the others are checked when present.
+    for section, check in (("data", _validate_data), ("optim", _validate_optim), ("train", _validate_train),
+                           ("mesh", _validate_mesh), ("sample", validate_sample)):
+        if section in config:
+            check(config)
     return config
 
 
@@ -682,7 +671,7 @@ def clip_config_from_glide(clip_yaml: Mapping[str, Any]) -> ml_collections.Confi
     return validate(config)
 
 
-# --- config files (owned by glide_jax.models helper) ---
+# --- config files and --config.KEY=VALUE overrides ---
 def load_config_file(path: str) -> ml_collections.ConfigDict:
     """Imports an experiment file and returns its `get_config()`.
 
@@ -788,4 +777,3 @@ def _parse_override(text: str, kind: type) -> Any:
     if kind is tuple and not isinstance(value, tuple):
         value = tuple(value) if isinstance(value, list) else (value,)
     return value
-# --- end config files ---
