@@ -37,6 +37,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import jax
 import ml_collections
 import numpy as np
+from flax import traverse_util
 from tqdm import tqdm
 
 from glide_jax import checkpoints
@@ -122,8 +123,8 @@ def _read_checkpoint(path: pathlib.Path, role: str):
 def _check_params(module, config, params, what: str) -> None:
     """Fails with the first differences if params do not fit the module of config."""
     expected = factory.abstract_params(config, module)
-    flat_expected = {"/".join(k): v.shape for k, v in _flatten(expected)}
-    flat_actual = {"/".join(k): np.shape(v) for k, v in _flatten(params)}
+    flat_expected = {k: v.shape for k, v in traverse_util.flatten_dict(expected, sep="/").items()}
+    flat_actual = {k: np.shape(v) for k, v in traverse_util.flatten_dict(params, sep="/").items()}
     problems = [f"missing {k}" for k in flat_expected if k not in flat_actual]
     problems += [f"unexpected {k}" for k in flat_actual if k not in flat_expected]
     problems += [f"{k} has shape {flat_actual[k]}, expected {s}" for k, s in flat_expected.items()
@@ -131,14 +132,6 @@ def _check_params(module, config, params, what: str) -> None:
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise SamplingError(f"{what}: params do not match its config.json: {'; '.join(problems[:3])}{more}")
-
-
-def _flatten(tree, prefix=()):
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            yield from _flatten(value, prefix + (key,))
-        else:
-            yield prefix + (key,), value
 
 
 def _tokenizer(config, what: str):
