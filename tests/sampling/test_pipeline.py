@@ -1,5 +1,6 @@
 """The sampling pipeline end to end on tiny checkpoints (glide_jax.sampling.pipeline)."""
 
+import json
 import shutil
 
 import jax
@@ -106,6 +107,13 @@ def test_checkpoint_errors_name_the_problem(tiny_checkpoints, tmp_path):
         load_pipeline(tiny_checkpoints["inpaint"], upsample=tiny_checkpoints["upsample"])
     with pytest.raises(SamplingError, match="cannot load --clip checkpoint"):
         load_pipeline(tiny_checkpoints["base"], clip=tmp_path)
+    edited = shutil.copytree(tiny_checkpoints["base"], tmp_path / "edited")
+    stored = json.loads((edited / "config.json").read_text())
+    stored["model"]["model_channels"] = 64  # the params were saved for 32
+    (edited / "config.json").write_text(json.dumps(stored))
+    with pytest.raises(SamplingError, match=r"edited: params do not match its config.json: input_blocks_0_0/bias "
+                                            r"has shape \(32,\), expected \(64,\); .* \(and \d+ more\)"):
+        load_pipeline(edited)
     other = tiny_unet_config("upsample", UP_SIZE)
     other.data.low_res_size = 8
     with pytest.raises(SamplingError, match=r"trained to upsample 8 px images \(data.low_res_size\) but the base "
