@@ -57,17 +57,6 @@ def example_spec(config) -> preprocess.ExampleSpec:
     )
 
 
-def tokenizer_config(config):
-    """config.text, except that the noised CLIP always reads CLIP BPE tokens (its vocabulary).
-
-    The embedding's row count goes with it, so a vocabulary too large for
-    the model is a ConfigError at set-up, not a NaN loss.
-    """
-    if config.model.kind == "clip":
-        return {"tokenizer": "clip", "n_vocab": int(config.clip.n_vocab)}
-    return config.text
-
-
 def batch_sharding(mesh, data_axes) -> NamedSharding:
     """Batch dimension split over those of `data_axes` the mesh has; the rest replicated."""
     axes = tuple(a for a in data_axes if a in mesh.axis_names)
@@ -293,8 +282,9 @@ def create_input_pipeline(config, *, split: str = "train", mesh=None, data_axes=
       process_index, process_count: this host and the number of hosts; None ->
         `jax.process_index()` / `jax.process_count()`. Overriding them (with
         `mesh=None`) simulates hosts.
-      tokenizer: a `glide_jax.text` tokenizer; None -> `get_tokenizer(config.text)`
-        (the CLIP BPE tokenizer for kind "clip", see `tokenizer_config`).
+      tokenizer: a `glide_jax.text` tokenizer; None -> `text.model_tokenizer(config)`
+        (config.text's; the CLIP BPE tokenizer for kind "clip"), whose ids
+        must fit the model's embedding: a ConfigError at set-up, not a NaN loss.
       num_epochs: stop after this many passes over the split; None -> endless.
 
     Returns:
@@ -303,9 +293,9 @@ def create_input_pipeline(config, *, split: str = "train", mesh=None, data_axes=
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**31:
         raise ValueError(f"seed = {seed!r}: must be an integer in [0, 2**31)")
     if tokenizer is None:
-        from glide_jax.text import get_tokenizer  # pylint: disable=import-outside-toplevel
+        from glide_jax.text import model_tokenizer  # pylint: disable=import-outside-toplevel
 
-        tokenizer = get_tokenizer(tokenizer_config(config))
+        tokenizer = model_tokenizer(config)
     process_index = jax.process_index() if process_index is None else int(process_index)
     process_count = jax.process_count() if process_count is None else int(process_count)
     if mesh is not None and process_count != jax.process_count():

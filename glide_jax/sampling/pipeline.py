@@ -138,16 +138,9 @@ def _tokenizer(config, what: str):
     from glide_jax import text  # the tokenizers load vocabulary files; import when needed
 
     try:
-        if config.model.kind == "clip":
-            tokenizer = text.CLIPTokenizer.default()
-            prompts_lib.check_vocabulary(tokenizer, config.clip.n_vocab, "clip.n_vocab", what)
-        else:
-            tokenizer = text.get_tokenizer(config.text)  # checks text.n_vocab itself
+        return text.model_tokenizer(config)  # checks that its ids fit the embedding
     except (KeyError, ValueError, OSError) as exc:
-        if isinstance(exc, SamplingError):
-            raise
         raise SamplingError(f"{what}: cannot build its tokenizer: {exc}") from None
-    return tokenizer
 
 
 def load_model(path: str | pathlib.Path, role: str, mesh, dtype: str | None = None) -> LoadedModel:

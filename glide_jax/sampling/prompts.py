@@ -13,15 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from glide_jax.sampling.errors import PromptTruncatedWarning, SamplingError
-
-
-def check_vocabulary(tokenizer, n_vocab: int, key: str, what: str) -> None:
-    """Fails if the tokenizer can emit ids the model's embedding (config `key`) lacks."""
-    if tokenizer.n_vocab > n_vocab:
-        raise SamplingError(
-            f"{what}: its tokenizer has {tokenizer.n_vocab} ids but the model's token embedding "
-            f"has {n_vocab} rows (config {key}); it needs the tokenizer it was trained with")
+from glide_jax.sampling.errors import PromptTruncatedWarning
 
 
 def _warn_truncated(prompt: str, n_ids: int, capacity: int, what: str) -> None:

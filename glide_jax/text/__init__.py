@@ -7,7 +7,7 @@
 
 from glide_jax.text.base import Tokenizer, pad_and_mask, tokenize_batch
 from glide_jax.text.clip import CLIPTokenizer
-from glide_jax.text.factory import get_tokenizer
+from glide_jax.text.factory import get_tokenizer, model_tokenizer
 from glide_jax.text.gpt2 import GPT2Tokenizer
 from glide_jax.text.sentencepiece_tokenizer import SentencePieceTokenizer, train_sentencepiece
 
@@ -17,6 +17,7 @@ __all__ = [
     "SentencePieceTokenizer",
     "Tokenizer",
     "get_tokenizer",
+    "model_tokenizer",
     "pad_and_mask",
     "tokenize_batch",
     "train_sentencepiece",

@@ -1,4 +1,4 @@
-"""Builds the tokenizer named by a config's `text` section."""
+"""Builds the tokenizer named by a config's `text` section, or a model's tokenizer."""
 
 from __future__ import annotations
 
@@ -11,13 +11,25 @@ from glide_jax.text.gpt2 import GPT2Tokenizer
 from glide_jax.text.sentencepiece_tokenizer import SentencePieceTokenizer
 
 
-def get_tokenizer(text_config: Any) -> base.Tokenizer:
+def model_tokenizer(config: Any) -> base.Tokenizer:
+    """The tokenizer of `config`'s model, checked against its token embedding.
+
+    `config.text`'s tokenizer, except for the noised CLIP, which always reads
+    CLIP BPE ids into `clip.n_vocab` rows.
+    """
+    if config.model.kind == "clip":
+        return get_tokenizer({"tokenizer": "clip", "n_vocab": int(config.clip.n_vocab)}, vocab_key="clip.n_vocab")
+    return get_tokenizer(config.text)
+
+
+def get_tokenizer(text_config: Any, vocab_key: str = "text.n_vocab") -> base.Tokenizer:
     """Returns a new tokenizer for `config.text`.
 
     Args:
       text_config: the `text` section of a config (a ConfigDict or mapping)
         with `tokenizer` in `config.TOKENIZERS` and, for "sentencepiece",
         `tokenizer_path` naming the trained `.model` file.
+      vocab_key: the config key of `n_vocab`, for the error message.
 
     Returns:
       `GPT2Tokenizer` (GLIDE's vocabulary), `CLIPTokenizer` or
@@ -34,7 +46,7 @@ def get_tokenizer(text_config: Any) -> base.Tokenizer:
     tokenizer = _build(text_config["tokenizer"], text_config)
     rows = text_config["n_vocab"] if "n_vocab" in text_config else None
     if rows is not None and tokenizer.n_vocab > rows:  # an out-of-range id would be clamped silently
-        raise ConfigError(f"config.text.n_vocab = {rows}: the model's token embedding has {rows} rows but the "
+        raise ConfigError(f"config.{vocab_key} = {rows}: the model's token embedding has {rows} rows but the "
                          f"{text_config['tokenizer']} tokenizer has {tokenizer.n_vocab} ids; use the tokenizer "
                          f"the model was trained with, or n_vocab >= {tokenizer.n_vocab}")
     return tokenizer

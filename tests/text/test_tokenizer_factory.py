@@ -5,6 +5,7 @@ import pytest
 
 from glide_jax import config as config_lib
 from glide_jax.text import CLIPTokenizer, GPT2Tokenizer, SentencePieceTokenizer, Tokenizer, get_tokenizer
+from glide_jax.text import model_tokenizer
 from glide_jax.text import train_sentencepiece
 
 
@@ -45,3 +46,13 @@ def test_errors_name_the_key(tmp_path):
         get_tokenizer(_text(tokenizer="gpt2", n_vocab=1000))
     with pytest.raises(KeyError, match="pass config.text"):
         get_tokenizer(config_lib.base_config())
+
+
+def test_model_tokenizer_checks_the_embedding_it_feeds():
+    config = config_lib.base_config()
+    config.model.kind = "clip"
+    assert isinstance(model_tokenizer(config), CLIPTokenizer)  # whatever config.text says
+    config.clip.n_vocab = 1000
+    with pytest.raises(config_lib.ConfigError, match=r"config\.clip\.n_vocab = 1000: the model's token embedding has 1000 rows "
+                                          r"but the clip tokenizer has 49408 ids"):
+        model_tokenizer(config)
