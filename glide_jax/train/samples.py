@@ -28,9 +28,9 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from glide_jax import diffusion as diffusion_lib
-from glide_jax.config import INPAINT_KINDS, UPSAMPLE_KINDS
 from glide_jax import text as text_lib
 from glide_jax.sampling import images as images_lib
+from glide_jax.train import losses
 
 
 def preview_rows(config: ml_collections.ConfigDict, first_batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -50,14 +50,8 @@ def preview_rows(config: ml_collections.ConfigDict, first_batch: dict[str, np.nd
         tokens, mask = text_lib.tokenize_batch(tokenizer, list(config.train.sample_prompts), config.text.text_ctx)
         return {"tokens": tokens, "mask": mask}
     count = min(len(config.train.sample_prompts), first_batch["image"].shape[0])
-    rows = {"tokens": first_batch["tokens"][:count], "mask": first_batch["mask"][:count]}
-    if kind in UPSAMPLE_KINDS:
-        rows["low_res"] = first_batch["low_res"][:count]
-    if kind in INPAINT_KINDS:
-        known = first_batch["inpaint_mask"][:count].astype(np.float32)
-        rows["inpaint_image"] = first_batch["image"][:count] * known
-        rows["inpaint_mask"] = known
-    return {key: np.asarray(value) for key, value in rows.items()}
+    first_rows = {key: np.asarray(value[:count]) for key, value in first_batch.items()}
+    return {key: np.asarray(value) for key, value in losses.model_conditioning(kind, first_rows).items()}
 
 
 def _with_unconditional(config: ml_collections.ConfigDict, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
