@@ -1,12 +1,15 @@
 """Exports EMA params of a training run for sample.py (glide_jax.checkpoints format).
 
-    python -m glide_jax.train.export --workdir DIR --output OUT [--ema-rate R] [--step S]
+    python -m glide_jax.train.export --workdir DIR --output OUT [--ema-rate R] [--step S] [--force]
 
 reads `DIR/config.json` and the latest (or given) checkpoint, and writes
 `OUT/config.json` + `OUT/params.npz` with `glide_jax.checkpoints.save_model`.
 `--ema-rate` picks one of `config.optim.ema_rates` (default: the first);
 `--ema-rate 0` exports the raw (non-averaged) params. The training loop also
 keeps `DIR/export` up to date with the first rate at every checkpoint.
+`OUT` may already hold an export of the same network (a later step replaces
+an earlier one); another model there is only replaced with `--force`, and a
+training workdir never.
 """
 
 from __future__ import annotations
@@ -58,6 +61,36 @@ def write_export(output: str | pathlib.Path, config: ml_collections.ConfigDict, 
     return checkpoints.save_model(output, config, host_params)
 
 
+def check_output(output: str | pathlib.Path, config: ml_collections.ConfigDict, force: bool = False) -> None:
+    """Refuses an `output` that would overwrite a training run, or another model without `force`.
+
+    Raises:
+      FileExistsError: naming what `output` holds.
+    """
+    output = pathlib.Path(output)
+    if (output / "checkpoints").is_dir():
+        raise FileExistsError(f"--output {output} is a training workdir (it holds checkpoints/): exporting there "
+                              f"would replace its config.json; use a folder of its own, e.g. {output / EXPORT_DIR}")
+    if force or not (output / checkpoints.CONFIG_FILE).is_file():
+        return
+    try:
+        old = checkpoints.load_config(output)
+        same = _network(old) == _network(config)
+        what = f"a {old.model.kind!r} model"
+    except (checkpoints.CheckpointError, KeyError):
+        same, what = False, "an unreadable config.json"
+    if not same:
+        raise FileExistsError(f"--output {output} already holds {what} of another configuration; choose another "
+                              "--output, or pass --force to replace it")
+
+
+def _network(config: ml_collections.ConfigDict) -> dict:
+    """The network sections, less where the tokenizer file lies (an export keeps its own copy)."""
+    sections = {name: config[name].to_dict() for name in config_lib.NETWORK_SECTIONS}
+    sections["text"].pop("tokenizer_path", None)
+    return sections
+
+
 def _pick(tree: Any, rates: Sequence[float], rate: float | None, *, placeholder: Any) -> Any:
     """`tree` (a TrainState) with every leaf outside the exported subtree replaced by `placeholder`."""
     def hide(subtree):
@@ -74,7 +107,7 @@ def _pick(tree: Any, rates: Sequence[float], rate: float | None, *, placeholder:
 
 
 def export_from_workdir(workdir: str | pathlib.Path, output: str | pathlib.Path, ema_rate: float | None = None,
-                        step: int | None = None) -> pathlib.Path:
+                        step: int | None = None, force: bool = False) -> pathlib.Path:
     """Restores the chosen parameters of a training checkpoint and writes them to `output`.
 
     Only that one tree is read, into host memory (the CPU device), whatever
@@ -88,12 +121,16 @@ def export_from_workdir(workdir: str | pathlib.Path, output: str | pathlib.Path,
       output: the export directory.
       ema_rate: see `ema_params_for_rate`.
       step: checkpoint step; None for the latest.
+      force: replace another model in `output` (see `check_output`).
 
     Returns:
       The output directory.
     """
     workdir = pathlib.Path(workdir)
+    if not (workdir / "checkpoints").is_dir():
+        raise FileNotFoundError(f"--workdir {workdir} is not a training workdir (no checkpoints/ in it)")
     config = checkpoints.load_config(workdir)
+    check_output(output, config, force)
     rates = config.optim.ema_rates
     if ema_rate not in (None, 0):
         _rate_index(rates, ema_rate)  # a wrong rate fails before the restore
@@ -124,9 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", required=True, help="directory for config.json + params.npz")
     parser.add_argument("--ema-rate", type=float, default=None, help="EMA rate to export; 0 = raw params")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    parser.add_argument("--force", action="store_true", help="replace another model already in --output")
     args = parser.parse_args(argv)
     try:
-        out = export_from_workdir(args.workdir, args.output, args.ema_rate, args.step)
+        out = export_from_workdir(args.workdir, args.output, args.ema_rate, args.step, args.force)
     except (checkpoints.CheckpointError, config_lib.ConfigError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -63,6 +63,28 @@ def test_run_writes_checkpoints_exports_and_grid(base_run):
     assert not np.array_equal(flat(params), flat(raw))
 
 
+def test_export_never_overwrites_a_run_or_another_model(base_run, tmp_path, capsys):
+    workdir, config, _ = base_run
+    out = tmp_path / "out"
+    for _ in range(2):  # re-exporting the same network replaces the earlier export
+        assert export.main(["--workdir", str(workdir), "--output", str(out), "--step", "6"]) == 0
+    other = config.copy_and_resolve_references()
+    other.model.kind = "inpaint"
+    checkpoints.save_model(tmp_path / "inpaint", other, {"w": np.zeros(1)})
+    assert export.main(["--workdir", str(workdir), "--output", str(tmp_path / "inpaint")]) == 2
+    assert "already holds a 'inpaint' model of another configuration; choose another --output, or pass --force" \
+        in capsys.readouterr().err
+    assert export.main(["--workdir", str(workdir), "--output", str(tmp_path / "inpaint"), "--force"]) == 0
+    assert checkpoints.load_config(tmp_path / "inpaint").model.kind == "base"
+    run_copy = tmp_path / "run_copy"
+    (run_copy / "checkpoints").mkdir(parents=True)
+    for flags in ([], ["--force"]):  # a training workdir's config.json is never replaced
+        assert export.main(["--workdir", str(workdir), "--output", str(run_copy), *flags]) == 2
+        assert "is a training workdir (it holds checkpoints/)" in capsys.readouterr().err
+    assert export.main(["--workdir", str(tmp_path / "inpaint"), "--output", str(tmp_path / "x")]) == 2
+    assert "is not a training workdir (no checkpoints/ in it)" in capsys.readouterr().err
+
+
 def test_export_reads_only_the_exported_tree(base_run):
     import orbax.checkpoint as ocp
 
