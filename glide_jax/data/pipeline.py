@@ -216,7 +216,8 @@ class InputPipeline:
             if state.get(key) != mine[key]:
                 raise config_lib.ConfigError(f"the checkpoint's input pipeline has {key}={state.get(key)!r} but "
                                              f"this one has {mine[key]!r}; resuming would not reproduce the "
-                                             f"batch order (use the checkpoint's settings or a fresh --workdir)")
+                                             f"batch order (use the checkpoint's settings, a fresh --workdir, or "
+                                             f"--config.train.strict_data_order=False to go on in a new order)")
 
     def restore(self, state: dict, strict: bool = True) -> None:
         """Continues from a `state()`: the next batch is the one that followed it.

@@ -88,10 +88,18 @@ def sample_overrides(args: argparse.Namespace) -> dict:
 
 
 def sample_config_from_args(args: argparse.Namespace) -> ml_collections.ConfigDict:
-    """config.sample with the given flags applied; ConfigError names a bad key."""
+    """config.sample with the given flags applied; a bad value is a SamplingError naming its flag."""
     config = ml_collections.ConfigDict({"sample": config_lib.sample_defaults()})
     config.sample.update(sample_overrides(args))
-    config_lib.validate_sample(config)
+    try:
+        config_lib.validate_sample(config)
+    except config_lib.ConfigError as exc:
+        message = str(exc)
+        for flag, key, _, _ in _SAMPLE_FLAGS:
+            prefix = f"config.sample.{key} = "
+            if message.startswith(prefix):
+                raise SamplingError(f"{flag} {message[len(prefix):]}") from None
+        raise
     return config.sample
 
 

@@ -107,6 +107,10 @@ def _read_checkpoint(path: pathlib.Path, role: str):
     hint = checkpoints.missing_export_hint(path)
     if hint:
         raise SamplingError(f"{flag} {hint}")
+    if path.is_dir() and not (path / checkpoints.CONFIG_FILE).is_file():
+        raise SamplingError(f"{flag} {path} holds no {checkpoints.CONFIG_FILE}: {flag} takes an exported model (a "
+                            f"folder with {checkpoints.CONFIG_FILE} and {checkpoints.PARAMS_FILE}) or a training "
+                            f"workdir (its {checkpoints.EXPORT_DIR}/ is used)")
     try:
         stored, params = checkpoints.load_model(path)
         config = model_config(stored)
@@ -438,12 +442,15 @@ class Pipeline:
         root = jax.random.PRNGKey(settings.seed)
         clip_variables = self.clip.variables if self.clip is not None else None
         start = 0
-        for batch in tqdm(plan, desc="sampling (the first batch compiles)", unit="batch", disable=not progress):
+        bar = tqdm(plan, desc="sampling (the first batch compiles)", unit="batch", disable=not progress)
+        for batch in bar:
             base_key, up_key = jax.random.split(jax.random.fold_in(root, batch.index))
             samples = base_run(self.base.variables, clip_variables,
                                self._base_inputs(batch, settings, inpaint), base_key)
             if up_run is not None:
                 samples = up_run(self.upsampler.variables, self._upsample_inputs(batch, settings, inpaint),
                                  samples, up_key)
-            yield start, images_lib.to_uint8(jax.device_get(samples))[: batch.num_real]
+            images = images_lib.to_uint8(jax.device_get(samples))[: batch.num_real]
+            bar.set_description("sampling")  # compiled by now
+            yield start, images
             start += batch.num_real

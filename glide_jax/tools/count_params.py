@@ -1,7 +1,7 @@
 """Counts a config's parameters without allocating them.
 
 Usage:
-  python -m glide_jax.tools.count_params configs/glide_base.py [--config.KEY=VALUE ...]
+  python -m glide_jax.tools.count_params [--config] configs/glide_base.py [--config.KEY=VALUE ...]
 
 Prints `params: N` (the exact number of scalars in the Flax `params` tree),
 computed with `jax.eval_shape` on `factory.create_model(config)`, so even the
@@ -31,11 +31,14 @@ def count_params(config: ml_collections.ConfigDict) -> int:
 def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> int:
     parser = argparse.ArgumentParser(prog="python -m glide_jax.tools.count_params",
                                      description=__doc__.splitlines()[0], epilog=config_lib.OVERRIDES_HELP)
-    parser.add_argument("config", help="config file with get_config(), e.g. configs/glide_base.py")
+    parser.add_argument("config", nargs="?", help="config file with get_config(), e.g. configs/glide_base.py")
+    parser.add_argument("--config", dest="config_flag", metavar="CONFIG", help="the same, as train.py takes it")
     try:
         argv, overrides = config_lib.split_overrides(sys.argv[1:] if argv is None else argv)
         args = parser.parse_args(argv)
-        config = config_lib.load_cli_config(args.config, overrides)
+        if (args.config is None) == (args.config_flag is None):
+            parser.error("give the config file once, as CONFIG or --config CONFIG")
+        config = config_lib.load_cli_config(args.config or args.config_flag, overrides)
     except config_lib.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -101,7 +101,8 @@ def test_bad_input_is_one_line_without_traceback(tiny_checkpoints, tmp_path):
           tmp_path / "mask.png"], "mask", "is not a readable image"),
         ([*base, "--out", tmp_path / "a_file"], "--out", "a_file: cannot create the output directory"),
         ([*base, "--grid-cols", "-1"], "--grid-cols -1: must be at least 1"),
-        ([*base, "--guidance-scale", "nan"], "config.sample.guidance_scale = nan", "finite"),
+        ([*base, "--guidance-scale", "nan"], "error: --guidance-scale nan: must be a finite"),
+        ([*base, "--batch-size", "0"], "error: --batch-size 0: must be a positive integer"),
         ([*base, "--steps", "0"], "keeps no step"),
     ]
     for args, *fragments in cases:

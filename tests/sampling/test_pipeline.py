@@ -105,8 +105,13 @@ def test_checkpoint_errors_name_the_problem(tiny_checkpoints, tmp_path):
         load_pipeline(tiny_checkpoints["upsample"])
     with pytest.raises(SamplingError, match=r"--upsample checkpoint .* is of kind 'upsample' but the base"):
         load_pipeline(tiny_checkpoints["inpaint"], upsample=tiny_checkpoints["upsample"])
-    with pytest.raises(SamplingError, match="cannot load --clip checkpoint"):
+    with pytest.raises(SamplingError, match=r"--clip .* holds no config.json: --clip takes an exported model \(a "
+                                            r"folder with config.json and params.npz\) or a training workdir"):
         load_pipeline(tiny_checkpoints["base"], clip=tmp_path)
+    (tmp_path / "bad_json").mkdir()
+    (tmp_path / "bad_json" / "config.json").write_text("{")
+    with pytest.raises(SamplingError, match="cannot load --clip checkpoint .*bad_json: .* is not valid JSON"):
+        load_pipeline(tiny_checkpoints["base"], clip=tmp_path / "bad_json")
     edited = shutil.copytree(tiny_checkpoints["base"], tmp_path / "edited")
     stored = json.loads((edited / "config.json").read_text())
     stored["model"]["model_channels"] = 64  # the params were saved for 32

@@ -50,6 +50,8 @@ def test_config_file_argument(tmp_path):
 def test_overrides_as_in_train_py(capsys):
     lines = []
     assert count_params.main([str(CONFIGS / "glide_base.py"), "--config.text.xf_layers=15"], out=lines.append) == 0
+    assert count_params.main(["--config", str(CONFIGS / "glide_base.py")], out=lines.append) == 0  # as train.py
+    assert lines[1] == "params: 385030726"
     per_block = 385030726 - int(lines[0].split()[-1])
     assert per_block == 12 * 512 * 512 + 13 * 512  # one text block: qkv, out, 4x MLP and two LayerNorms
     assert count_params.main([str(CONFIGS / "glide_base.py"), "--config.text.xf_layer=15"]) == 2
