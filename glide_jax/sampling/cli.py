@@ -1,7 +1,7 @@
 """The command line of `sample.py`: flags -> pipeline -> PNGs, grid and settings.
 
 Usage:
-  python sample.py --base CKPT [--upsample CKPT] [--clip CKPT]
+  python sample.py --base CKPT [--upsample CKPT [CKPT ...]] [--clip CKPT]
       (--prompt TEXT [TEXT ...] | --prompts-file FILE) [--num-samples 1] --out DIR
       [--image PNG --mask PNG] [--steps 100] [--sampler ddpm|ddim]
       [--guidance-scale 3.0] [--upsample-steps fast27] [--upsample-sampler ddim]
@@ -57,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sample.py", description="Sample images from GLIDE checkpoints (glide_jax.checkpoints format).")
     parser.add_argument("--base", required=True, help="base (or inpainting) model checkpoint directory")
-    parser.add_argument("--upsample", help="upsampler checkpoint directory (64 -> 256 in GLIDE)")
+    parser.add_argument("--upsample", nargs="+", metavar="CKPT",
+                        help="upsampler checkpoint directory (64 -> 256 in GLIDE); several are chained, each "
+                             "upsampling the one before (64 -> 256 -> 1024)")
     parser.add_argument("--clip", help="noised CLIP checkpoint: CLIP guidance instead of classifier-free")
     prompts = parser.add_mutually_exclusive_group(required=True)
     prompts.add_argument("--prompt", nargs="+", action="extend", metavar="TEXT", help="prompt(s)")
@@ -209,21 +211,21 @@ def _run_record(args, pipe, prompts, sample_config, inpaint, image_size: int) ->
         sample["guidance_scale"] = None
     else:
         sample["clip_guidance_scale"] = None
-    if pipe.upsampler is None:
+    if not pipe.upsamplers:
         sample.update(upsample_steps=None, upsample_sampler=None, upsample_temp=None)
-    models = [model for model in (pipe.base, pipe.upsampler, pipe.clip) if model is not None]
+    models = [model for model in (pipe.base, *pipe.upsamplers, pipe.clip) if model is not None]
     return dict(
         mode=pipe.mode(inpaint),
         guidance="clip" if pipe.clip is not None else "classifier-free",
         prompts=prompts,  # one per image file
         num_samples=args.num_samples,
-        checkpoints={model.role: _absolute(model.path) for model in models},
-        checkpoint_files={model.role: _file_identity(model.path) for model in models},
+        checkpoints={model.name: _absolute(model.path) for model in models},
+        checkpoint_files={model.name: _file_identity(model.path) for model in models},
         image=_absolute(args.image), mask=_absolute(args.mask),
         mask_convention="white = keep, black = generate",
         sample=sample,
         dtype=pipe.base.config.model.dtype,
-        dtypes={model.role: model.config.model.dtype for model in models},
+        dtypes={model.name: model.config.model.dtype for model in models},
         grid_cols=_grid_cols(args),
         num_devices=pipe.num_devices,
         backend=jax.default_backend(),

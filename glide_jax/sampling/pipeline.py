@@ -13,6 +13,9 @@ Modes, chosen by the checkpoints given (as in glide-text2im's notebooks):
   with a source image and mask (`load_inpaint_inputs`); every x_0
   prediction gets the known pixels pasted in.
 
+Upsamplers may be chained (64 -> 256 -> 1024, say): each upsamples the
+output of the stage before it, with the same upsampler settings.
+
 Speed: prompts are tokenized once; each batch is one call of a jitted
 program per stage, which encodes the text once and then runs the whole
 reverse loop (`lax.scan`) on device. A program is traced and compiled once
@@ -29,6 +32,7 @@ upsampler keys, so a run is reproducible from its seed and batch layout.
 from __future__ import annotations
 
 import collections
+import os
 import dataclasses
 import pathlib
 import warnings
@@ -59,6 +63,7 @@ class LoadedModel:
     Attributes:
       path: the checkpoint directory.
       role: "base", "upsample" or "clip" (names the flag in errors).
+      stage: the position of an upsampler in a chain (0 for the first).
       config: its full config (config.json).
       module: the Flax module built from it.
       variables: {"params": tree}, replicated over the mesh.
@@ -74,14 +79,21 @@ class LoadedModel:
     variables: Any
     tokenizer: Any
     low_res_size: int | None = None
+    stage: int = 0
 
     @property
     def kind(self) -> str:
         return self.config.model.kind
 
     @property
+    def name(self) -> str:
+        """The role, numbered from the second upsampler of a chain on ("upsample_2")."""
+        return self.role if self.stage == 0 else f"{self.role}_{self.stage + 1}"
+
+    @property
     def what(self) -> str:
-        return f"--{self.role} checkpoint {self.path}"
+        nth = f" (upsampler {self.stage + 1})" if self.stage else ""
+        return f"--{self.role} checkpoint {self.path}{nth}"
 
 
 def model_config(stored: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -147,10 +159,11 @@ def _tokenizer(config, what: str):
         raise SamplingError(f"{what}: cannot build its tokenizer: {exc}") from None
 
 
-def load_model(path: str | pathlib.Path, role: str, mesh, dtype: str | None = None) -> LoadedModel:
+def load_model(path: str | pathlib.Path, role: str, mesh, dtype: str | None = None, stage: int = 0) -> LoadedModel:
     """Reads, checks and places one exported checkpoint (see `ROLE_KINDS`).
 
-    `dtype` overrides the compute dtype (config.model.dtype); params stay float32.
+    `dtype` overrides the compute dtype (config.model.dtype); params stay
+    float32. `stage` numbers the upsamplers of a chain.
     """
     path = checkpoints.resolve_export(path)
     config, params, low_res_size = _read_checkpoint(path, role)
@@ -168,10 +181,11 @@ def load_model(path: str | pathlib.Path, role: str, mesh, dtype: str | None = No
     _check_params(module, config, params, what)
     tokenizer = _tokenizer(config, what)
     variables = jax.device_put(stages.as_variables(params), batching.replicated(mesh))
-    return LoadedModel(path, role, config, module, variables, tokenizer, low_res_size)
+    return LoadedModel(path, role, config, module, variables, tokenizer, low_res_size, stage)
 
 
-def load_pipeline(base: str | pathlib.Path, upsample: str | pathlib.Path | None = None,
+def load_pipeline(base: str | pathlib.Path,
+                  upsample: str | pathlib.Path | Sequence[str | pathlib.Path] | None = None,
                   clip: str | pathlib.Path | None = None, *,
                   devices: Sequence[jax.Device] | None = None, dtype: str | None = None) -> "Pipeline":
     """Loads the cascade from exported checkpoints (glide_jax.checkpoints format).
@@ -179,7 +193,8 @@ def load_pipeline(base: str | pathlib.Path, upsample: str | pathlib.Path | None 
     Args:
       base: the base ("base") or inpainting ("inpaint") model.
       upsample: optional upsampler ("upsample", or "upsample_inpaint" with an
-        inpainting base).
+        inpainting base), or a sequence of upsamplers, each trained on the
+        previous stage's output size (inpainting takes one).
       clip: optional noised CLIP ("clip"): CLIP guidance instead of
         classifier-free guidance.
       devices: devices of the 1-D batch mesh; default all local devices.
@@ -191,43 +206,53 @@ def load_pipeline(base: str | pathlib.Path, upsample: str | pathlib.Path | None 
         kind, params that do not fit their config, or mismatched models.
     """
     mesh = batching.make_mesh(devices)
-    models = {"base": load_model(base, "base", mesh, dtype)}
-    if upsample is not None:
-        models["upsample"] = load_model(upsample, "upsample", mesh, dtype)
-    if clip is not None:
-        models["clip"] = load_model(clip, "clip", mesh, dtype)
-    return Pipeline(models["base"], models.get("upsample"), models.get("clip"), mesh)
+    base_model = load_model(base, "base", mesh, dtype)
+    if upsample is None:
+        upsample = []
+    elif isinstance(upsample, (str, os.PathLike)):
+        upsample = [upsample]
+    upsamplers = [load_model(path, "upsample", mesh, dtype, stage) for stage, path in enumerate(upsample)]
+    clip_model = load_model(clip, "clip", mesh, dtype) if clip is not None else None
+    return Pipeline(base_model, upsamplers, clip_model, mesh)
 
 
 class Pipeline:
     """The loaded models, the mesh and the compiled per-stage programs.
 
     Attributes:
-      base, upsampler, clip: `LoadedModel`s (upsampler and clip may be None).
+      base, clip: `LoadedModel`s (clip may be None).
+      upsamplers: the chain of upsampler `LoadedModel`s (often one, or none).
       mesh: the 1-D "data" mesh the batch is sharded over.
       trace_counts: stage name -> how many times its program was traced
         (each trace is one compilation); a run of many batches traces each
         stage once.
     """
 
-    def __init__(self, base: LoadedModel, upsampler: LoadedModel | None = None,
+    def __init__(self, base: LoadedModel, upsamplers: LoadedModel | Sequence[LoadedModel] | None = None,
                  clip: LoadedModel | None = None, mesh=None):
-        self.base, self.upsampler, self.clip = base, upsampler, clip
+        if isinstance(upsamplers, LoadedModel):
+            upsamplers = [upsamplers]
+        self.base, self.upsamplers, self.clip = base, tuple(upsamplers or ()), clip
         self.mesh = mesh if mesh is not None else batching.make_mesh()
         self.trace_counts: collections.Counter = collections.Counter()
         self._programs: dict = {}
         self._check_models()
 
     def _check_models(self) -> None:
-        if self.upsampler is not None:
-            wanted = "upsample_inpaint" if self.base.kind == "inpaint" else "upsample"
-            if self.upsampler.kind != wanted:
-                raise SamplingError(f"{self.upsampler.what} is of kind {self.upsampler.kind!r} but the base "
+        wanted = "upsample_inpaint" if self.base.kind == "inpaint" else "upsample"
+        if self.base.kind == "inpaint" and len(self.upsamplers) > 1:
+            raise SamplingError(f"an inpainting cascade takes one upsampler, not {len(self.upsamplers)}")
+        previous = self.base
+        for upsampler in self.upsamplers:
+            if upsampler.kind != wanted:
+                raise SamplingError(f"{upsampler.what} is of kind {upsampler.kind!r} but the base "
                                     f"model is {self.base.kind!r}; it needs a {wanted!r} upsampler")
-            low, made = self.upsampler.low_res_size, self.base.module.image_size
+            low, made = upsampler.low_res_size, previous.module.image_size
             if low is not None and low != made:
-                raise SamplingError(f"{self.upsampler.what} was trained to upsample {low} px images "
-                                    f"(data.low_res_size) but the base model makes {made} px")
+                source = "the base model" if previous is self.base else "the upsampler before it"
+                raise SamplingError(f"{upsampler.what} was trained to upsample {low} px images "
+                                    f"(data.low_res_size) but {source} makes {made} px")
+            previous = upsampler
         if self.clip is not None and self.clip.config.clip.image_size != self.base.module.image_size:
             raise SamplingError(f"{self.clip.what} sees {self.clip.config.clip.image_size} px images but the "
                                 f"base model makes {self.base.module.image_size} px")
@@ -245,8 +270,8 @@ class Pipeline:
 
     @property
     def image_size(self) -> int:
-        """Side of the generated images (the upsampler's, if any)."""
-        return (self.upsampler or self.base).module.image_size
+        """Side of the generated images (the last upsampler's, if any)."""
+        return (self.upsamplers[-1] if self.upsamplers else self.base).module.image_size
 
     def mode(self, inpaint=None) -> str:
         """The mode: "inpaint", "clip" or "text2im" (classifier-free guidance)."""
@@ -256,7 +281,7 @@ class Pipeline:
 
     def load_inpaint_inputs(self, image_path, mask_path) -> images_lib.InpaintInputs:
         """The source image and mask (white = keep) at the base and upsampler sizes."""
-        up_size = self.upsampler.module.image_size if self.upsampler is not None else None
+        up_size = self.upsamplers[0].module.image_size if self.upsamplers else None
         return images_lib.load_inpaint_inputs(image_path, mask_path, self.base.module.image_size, up_size)
 
     # ----------------------------------------------------------------- programs
@@ -267,12 +292,14 @@ class Pipeline:
         except ValueError as exc:
             raise SamplingError(f"{flag} {respacing!r}: {exc}") from None
 
-    def _program(self, stage: str, respacing: str, sampler: str):
+    def _program(self, model: LoadedModel, respacing: str, sampler: str):
         """The jitted program of a stage; jit compiles it once per input shape."""
-        key = (stage, respacing, sampler)
+        key = (model.name, respacing, sampler)
         if key not in self._programs:
-            build = self._build_base if stage == "base" else self._build_upsample
-            self._programs[key] = build(respacing, sampler)
+            if model is self.base:
+                self._programs[key] = self._build_base(respacing, sampler)
+            else:
+                self._programs[key] = self._build_upsample(model, respacing, sampler)
         return self._programs[key]
 
     def _constrain(self):
@@ -304,12 +331,12 @@ class Pipeline:
 
         return jax.jit(run, out_shardings=batching.batch_sharding(self.mesh))
 
-    def _build_upsample(self, respacing: str, sampler: str):
-        diffusion = self._diffusion(self.upsampler, respacing, "--upsample-steps")
-        model, constrain = self.upsampler, self._constrain()
+    def _build_upsample(self, model: LoadedModel, respacing: str, sampler: str):
+        diffusion = self._diffusion(model, respacing, "--upsample-steps")
+        constrain = self._constrain()
 
         def run(variables, inputs, base_samples, key):
-            self.trace_counts["upsample"] += 1
+            self.trace_counts[model.name] += 1
             inpaint = None
             if "inpaint_image" in inputs:
                 inpaint = stages.InpaintArrays(inputs["inpaint_image"], inputs["inpaint_mask"])
@@ -350,9 +377,9 @@ class Pipeline:
             shared.update(inpaint_image=inpaint.image, inpaint_mask=inpaint.mask)
         return self._put(batch_arrays, shared)
 
-    def _upsample_inputs(self, batch: batching.Batch, settings, inpaint) -> dict:
-        tokens, mask = prompts_lib.tokenize(self.upsampler.tokenizer, batch.prompts,
-                                            self.upsampler.config.text.text_ctx, "the upsampler")
+    def _upsample_inputs(self, model: LoadedModel, batch: batching.Batch, settings, inpaint) -> dict:
+        tokens, mask = prompts_lib.tokenize(model.tokenizer, batch.prompts, model.config.text.text_ctx,
+                                            "the upsampler")
         shared = {"temperature": settings.upsample_temp}
         if inpaint is not None:
             shared.update(inpaint_image=inpaint.image_up, inpaint_mask=inpaint.mask_up)
@@ -393,7 +420,7 @@ class Pipeline:
         if self.base.kind != "inpaint" and inpaint is not None:
             raise SamplingError(f"inpainting (--image/--mask) needs an 'inpaint' base model; "
                                 f"{self.base.what} is {self.base.kind!r}")
-        if inpaint is not None and self.upsampler is not None and inpaint.image_up is None:
+        if inpaint is not None and self.upsamplers and inpaint.image_up is None:
             raise SamplingError("the inpainting inputs lack the upsampler's resolution; "
                                 "load them with Pipeline.load_inpaint_inputs")
 
@@ -435,10 +462,9 @@ class Pipeline:
         settings = self.settings(sample_config)
         self._check_inpaint(inpaint)
         plan = batching.plan_batches(prompts, settings.batch_size, self.num_devices)
-        base_run = self._program("base", settings.steps, settings.sampler)
-        up_run = None
-        if self.upsampler is not None:
-            up_run = self._program("upsample", settings.upsample_steps, settings.upsample_sampler)
+        base_run = self._program(self.base, settings.steps, settings.sampler)
+        up_runs = [self._program(model, settings.upsample_steps, settings.upsample_sampler)
+                   for model in self.upsamplers]
         root = jax.random.PRNGKey(settings.seed)
         clip_variables = self.clip.variables if self.clip is not None else None
         start = 0
@@ -447,9 +473,10 @@ class Pipeline:
             base_key, up_key = jax.random.split(jax.random.fold_in(root, batch.index))
             samples = base_run(self.base.variables, clip_variables,
                                self._base_inputs(batch, settings, inpaint), base_key)
-            if up_run is not None:
-                samples = up_run(self.upsampler.variables, self._upsample_inputs(batch, settings, inpaint),
-                                 samples, up_key)
+            for model, up_run in zip(self.upsamplers, up_runs):
+                key = up_key if model.stage == 0 else jax.random.fold_in(up_key, model.stage)
+                samples = up_run(model.variables, self._upsample_inputs(model, batch, settings, inpaint),
+                                 samples, key)
             images = images_lib.to_uint8(jax.device_get(samples))[: batch.num_real]
             bar.set_description("sampling")  # compiled by now
             yield start, images

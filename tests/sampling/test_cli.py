@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from glide_jax.convert.__main__ import main as convert_main
-from glide_jax.sampling import cli
+from glide_jax.sampling import SamplingError, cli, load_pipeline
+from tests.sampling.conftest import UP_SIZE, save_tiny, tiny_unet_config
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 FAST = ["--steps", "4", "--upsample-steps", "ddim4", "--no-progress"]
@@ -82,6 +83,28 @@ def test_num_samples_gives_each_prompt_a_grid_row(tiny_checkpoints, tmp_path):
     assert not np.array_equal(images[0], images[1])  # the samples of a prompt differ
     assert cli.main(["--base", str(tiny_checkpoints["base"]), "--prompt", "x", "--num-samples", "0",
                      "--out", str(tmp_path / "none"), *FAST]) == 2
+
+
+def test_upsamplers_chain_to_higher_resolutions(tiny_checkpoints, tmp_path):
+    second = tiny_unet_config("upsample", 2 * UP_SIZE)
+    second.data.low_res_size = UP_SIZE  # trained on the first upsampler's output: 16 -> 32 -> 64
+    second_path = save_tiny(tmp_path / "up64", second, seed=5)
+    first_path = tiny_checkpoints["upsample"]
+    out = tmp_path / "out"
+    assert cli.main(["--base", str(tiny_checkpoints["base"]), "--upsample", str(first_path), str(second_path),
+                     "--prompt", "a red circle", "a cat", "--out", str(out), *FAST]) == 0
+    assert _read(out / "0001.png").shape == (64, 64, 3)
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["checkpoints"]["upsample"] == str(pathlib.Path(first_path).resolve())
+    assert settings["checkpoints"]["upsample_2"] == str(second_path.resolve()) and settings["image_size"] == 64
+    with pytest.raises(SamplingError, match=r"--upsample checkpoint .*up64 was trained to upsample 32 px images "
+                                            r"\(data.low_res_size\) but the base model makes 16 px"):
+        load_pipeline(tiny_checkpoints["base"], upsample=[second_path, first_path])
+    with pytest.raises(SamplingError, match=r"\(upsampler 2\) was trained to upsample 16 px images .* but the "
+                                            r"upsampler before it makes 32 px"):
+        load_pipeline(tiny_checkpoints["base"], upsample=[first_path, first_path])
+    with pytest.raises(SamplingError, match="an inpainting cascade takes one upsampler, not 2"):
+        load_pipeline(tiny_checkpoints["inpaint"], upsample=[tiny_checkpoints["upsample_inpaint"]] * 2)
 
 
 def _sample_py(*args, timeout=600):
