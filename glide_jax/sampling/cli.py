@@ -11,10 +11,10 @@ Usage:
 Every sampler flag overrides one key of `config.sample`
 (`glide_jax.config.sample_defaults`), whose defaults are glide-text2im's
 notebook settings (an inpainting model gets the inpaint notebook's guidance
-5 and DDPM upsampler). The output
-directory receives `--num-samples` PNGs per prompt (`0000.png`, ..., each
-prompt's samples together), written as each batch finishes, then `grid.png` and
-`settings.json` with every setting needed to reproduce the run. Bad input (a
+5 and DDPM upsampler). The output directory receives `--num-samples` PNGs
+per prompt (`0000.png`, ..., each prompt's samples together), written as
+each batch finishes, then `grid.png` and `settings.json` with every setting
+needed to reproduce the run. Bad input (a
 missing or wrong checkpoint, image or mask) is reported on one line and the
 exit status is 2. Ctrl-C keeps the finished batches (with a grid and
 `settings.json` marked `"interrupted": true`) and exits 130. A folder that

@@ -32,8 +32,8 @@ upsampler keys, so a run is reproducible from its seed and batch layout.
 from __future__ import annotations
 
 import collections
-import os
 import dataclasses
+import os
 import pathlib
 import warnings
 from typing import Any, Iterator, Mapping, Sequence
@@ -392,8 +392,8 @@ class Pipeline:
 
         With an inpainting base model the defaults are those of
         glide-text2im's inpaint notebook (`config.INPAINT_SAMPLE_DEFAULTS`:
-        guidance 5, a DDPM upsampler). Respacings may be given as integers (100 for "100") and
-        integer settings as numpy integers.
+        guidance 5, a DDPM upsampler). Respacings may be given as integers
+        (100 for "100") and integer settings as numpy integers.
         """
         config = ml_collections.ConfigDict({"sample": config_lib.sample_defaults()})
         if self.base.kind == "inpaint":
