@@ -94,9 +94,8 @@ def _clip_params(kind: str, state: dict, config, output: pathlib.Path) -> dict:
     if (output / checkpoints.PARAMS_FILE).is_file():  # the other encoder, checked by `_check_output`
         _, old_params = checkpoints.load_model(output)
         params = {**old_params, **params}
-    if {"image_encoder", "text_encoder"} <= set(params):
-        # The released files hold no logit scale; glide-text2im uses log(config value).
-        params["logit_scale"] = np.asarray(np.log(np.float32(config.clip.logit_scale)), np.float32)
+    if {"image_encoder", "text_encoder"} <= set(params):  # both encoders: add the logit scale
+        return clip_convert.assemble_clip_params(params["image_encoder"], params["text_encoder"], config)["params"]
     return params
 
 
