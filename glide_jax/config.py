@@ -509,6 +509,31 @@ def validate_sample(config) -> None:
         _fail("sample.seed", seed, "must be an integer in [0, 2**32): a PRNG key holds 32 bits")
 
 
+def check_keys(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError for a key or section `base_config()` does not have, or a section missing.
+
+    For configs built in Python: `config.train.num_step = 2` (a typo) would
+    otherwise add a new key and train with the default `num_steps`.
+    """
+    reference = base_config()
+    missing = [name for name in reference if name not in config]
+    if missing:
+        raise ConfigError(f"config has no section {missing[0]!r} (start from glide_jax.config.base_config())")
+    _check_known(config, reference, "")
+
+
+def _check_known(node: ml_collections.ConfigDict, reference: ml_collections.ConfigDict, prefix: str) -> None:
+    for key in node:
+        path = f"{prefix}{key}"
+        if key not in reference:
+            close = difflib.get_close_matches(key, list(reference.keys()), n=1)
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+            raise ConfigError(f"config.{path} is not a setting glide-jax knows{hint}")
+        value, expected = node[key], reference[key]
+        if isinstance(value, ml_collections.ConfigDict) and isinstance(expected, ml_collections.ConfigDict):
+            _check_known(value, expected, f"{path}.")
+
+
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Checks the sections this module defines; raises ConfigError naming the key.
 

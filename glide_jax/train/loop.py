@@ -79,6 +79,7 @@ class TrainingStopped(Exception):
 
 def prepare_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Validates `config` for training (ConfigError names the key) and locks it against new keys."""
+    config_lib.check_keys(config)  # a misspelt key set in Python would otherwise be ignored
     config_lib.validate(config)  # validate_clip too, for kind "clip"
     if config.model.dtype == "float16":  # fine for sampling; training would underflow its gradients
         raise config_lib.ConfigError("config.model.dtype = 'float16': training in float16 needs loss scaling, "

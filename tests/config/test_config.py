@@ -1,6 +1,7 @@
 """Config defaults, validation errors and glide-text2im option conversion."""
 
 import json
+import pathlib
 import re
 
 import pytest
@@ -105,3 +106,17 @@ def test_overrides_of_the_argparse_tools():
             config_lib.apply_overrides(config_lib.base_config(), [override])
     with pytest.raises(config_lib.ConfigError, match=r"--config.model.dropout: no value"):
         config_lib.split_overrides(["--config.model.dropout"])
+
+
+def test_keys_set_in_python_must_exist():
+    config = config_lib.base_config()
+    config.train.num_step = 2  # a typo: would train the default num_steps
+    with pytest.raises(config_lib.ConfigError, match=r"config\.train\.num_step is not a setting glide-jax knows "
+                                                     r"\(did you mean train\.num_steps\?\)"):
+        config_lib.check_keys(config)
+    config = config_lib.base_config()
+    del config["mesh"]
+    with pytest.raises(config_lib.ConfigError, match="config has no section 'mesh'"):
+        config_lib.check_keys(config)
+    for path in sorted((pathlib.Path(__file__).resolve().parents[2] / "configs").glob("*.py")):
+        config_lib.check_keys(config_lib.load_config_file(str(path)))  # the presets add nothing unknown

@@ -157,3 +157,11 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(make_config, tm
     # The last good checkpoint restores and holds finite weights.
     _, params = checkpoints.load_model(export.export_from_workdir(tmp_path, tmp_path / "good"))
     assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(params))
+
+
+def test_a_misspelt_key_set_in_python_is_refused(make_config, tmp_path):
+    config = make_config("base")
+    config.train.num_step = 2
+    with pytest.raises(config_lib.ConfigError, match=r"did you mean train\.num_steps\?"):
+        loop.train_and_evaluate(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
