@@ -88,7 +88,7 @@ def resolve_export(path: str | pathlib.Path) -> pathlib.Path:
     params file. A path holding neither is returned as given, for the loader
     to name.
     """
-    path = pathlib.Path(path)
+    path = pathlib.Path(path).expanduser()
     exported = path / EXPORT_DIR
     if not (path / PARAMS_FILE).is_file() and (exported / PARAMS_FILE).is_file():
         return exported
@@ -98,7 +98,8 @@ def resolve_export(path: str | pathlib.Path) -> pathlib.Path:
 def missing_export_hint(path: str | pathlib.Path) -> str:
     """For a training workdir with no export (train.export_ema=False): how to write one; else ""."""
     path = pathlib.Path(path)
-    if (path / "checkpoints").is_dir() and not (path / PARAMS_FILE).is_file():
+    if ((path / "checkpoints").is_dir() and not (path / PARAMS_FILE).is_file()
+            and not (path / EXPORT_DIR / PARAMS_FILE).is_file()):
         return (f"{path} is a training workdir with no {EXPORT_DIR}/ yet: training writes it at each checkpoint, "
                 f"or run python -m glide_jax.train.export --workdir {path} --output {path / EXPORT_DIR}")
     return ""
@@ -168,15 +169,22 @@ def load_config(directory: str | pathlib.Path) -> ml_collections.ConfigDict:
 
 
 def load_model(directory: str | pathlib.Path) -> tuple[ml_collections.ConfigDict, dict]:
-    """Reads an exported checkpoint written by `save_model`.
+    """Reads an exported checkpoint written by `save_model` (or a training workdir's export).
 
     Returns:
       (config, params) where params is the nested Flax params tree (no
-      "params" wrapper) of float32 numpy arrays.
+      "params" wrapper: `model.apply({"params": params}, ...)`) of float32
+      numpy arrays.
     """
-    directory = pathlib.Path(directory)
+    directory = pathlib.Path(directory).expanduser()
+    if directory.is_file():
+        raise CheckpointError(f"{directory} is a file: pass the exported checkpoint's folder, {directory.parent}")
     if not directory.is_dir():
         raise CheckpointError(f"exported checkpoint directory {directory} does not exist")
+    hint = missing_export_hint(directory)
+    if hint:
+        raise CheckpointError(hint)
+    directory = resolve_export(directory)
     config = load_config(directory)
     path = directory / PARAMS_FILE
     if not path.is_file():

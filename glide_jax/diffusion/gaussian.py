@@ -428,7 +428,7 @@ def _as_enum(enum_type, value, name: str):
 def create_gaussian_diffusion(
     steps: int = 1000,
     noise_schedule: str = "squaredcos_cap_v2",
-    timestep_respacing: str | Sequence[int] | None = None,
+    timestep_respacing: str | int | Sequence[int] | None = None,
     *,
     model_mean_type: ModelMeanType | str = ModelMeanType.EPSILON,
     model_var_type: ModelVarType | str = ModelVarType.LEARNED_RANGE,
@@ -441,12 +441,15 @@ def create_gaussian_diffusion(
       noise_schedule: "squaredcos_cap_v2" (base models) or "linear"
         (upsamplers).
       timestep_respacing: steps to keep, see `schedules.space_timesteps`
-        ("100", "fast27", "ddim50", ...); None or "" keeps all of them.
+        ("100", "fast27", "ddim50", ...; an int n means "n"); None or ""
+        keeps all of them.
       model_mean_type, model_var_type, loss_type: enums or their names.
 
     Returns:
       The diffusion; its `timestep_map` maps each step to its original index.
     """
+    if isinstance(timestep_respacing, int) and not isinstance(timestep_respacing, bool):
+        timestep_respacing = str(timestep_respacing)
     base_betas = schedules.get_named_beta_schedule(noise_schedule, steps)
     use_timesteps = schedules.space_timesteps(steps, timestep_respacing)
     betas, timestep_map = schedules.respaced_betas(base_betas, use_timesteps)
@@ -466,6 +469,8 @@ def diffusion_from_config(diffusion_config, timestep_respacing: str | Sequence[i
         `learn_sigma` default (LEARNED_RANGE if true, else FIXED_LARGE).
       timestep_respacing: overrides the config's respacing (e.g. a sampler's).
     """
+    if "steps" not in diffusion_config and "diffusion" in diffusion_config:
+        raise KeyError("diffusion_config has no 'steps': pass config.diffusion, not the whole config")
     get = diffusion_config.get
     var_default = ModelVarType.LEARNED_RANGE if get("learn_sigma", True) else ModelVarType.FIXED_LARGE
     respacing = timestep_respacing if timestep_respacing is not None else get("timestep_respacing")

@@ -13,7 +13,7 @@ loop): `key`, `noise`, `step_noises`, `eta`. For example:
     @jax.jit
     def sample(params, tokens, mask, key):
         def model_fn(x, t):
-            return model.apply(params, x, t, tokens=tokens, mask=mask)
+            return model.apply({"params": params}, x, t, tokens=tokens, mask=mask)
         return p_sample_loop(diffusion, model_fn, (4, 64, 64, 3), key=key)
 
 Building `model_fn` inside the jitted function keeps the parameters traced

@@ -159,15 +159,23 @@ def _tokenizer(config, what: str):
         raise SamplingError(f"{what}: cannot build its tokenizer: {exc}") from None
 
 
-def load_model(path: str | pathlib.Path, role: str, mesh, dtype: str | None = None, stage: int = 0) -> LoadedModel:
+def load_model(path: str | pathlib.Path, role: str, mesh=None, dtype: Any = None, stage: int = 0) -> LoadedModel:
     """Reads, checks and places one exported checkpoint (see `ROLE_KINDS`).
 
-    `dtype` overrides the compute dtype (config.model.dtype); params stay
-    float32. `stage` numbers the upsamplers of a chain.
+    `mesh` defaults to all local devices (`batching.make_mesh()`). `dtype`
+    ("bfloat16", or a dtype such as `jnp.bfloat16`) overrides the compute
+    dtype (config.model.dtype); params stay float32. `stage` numbers the
+    upsamplers of a chain.
     """
+    mesh = batching.make_mesh() if mesh is None else mesh
     path = checkpoints.resolve_export(path)
     config, params, low_res_size = _read_checkpoint(path, role)
     if dtype is not None:
+        if not isinstance(dtype, str):
+            try:
+                dtype = np.dtype(dtype).name
+            except TypeError:
+                raise SamplingError(f"dtype {dtype!r}: must be one of {', '.join(config_lib.DTYPES)}") from None
         config.model.dtype = dtype
         try:
             config_lib.validate(config)
@@ -187,7 +195,7 @@ def load_model(path: str | pathlib.Path, role: str, mesh, dtype: str | None = No
 def load_pipeline(base: str | pathlib.Path,
                   upsample: str | pathlib.Path | Sequence[str | pathlib.Path] | None = None,
                   clip: str | pathlib.Path | None = None, *,
-                  devices: Sequence[jax.Device] | None = None, dtype: str | None = None) -> "Pipeline":
+                  devices: Sequence[jax.Device] | None = None, dtype: Any = None) -> "Pipeline":
     """Loads the cascade from exported checkpoints (glide_jax.checkpoints format).
 
     Args:
@@ -198,8 +206,8 @@ def load_pipeline(base: str | pathlib.Path,
       clip: optional noised CLIP ("clip"): CLIP guidance instead of
         classifier-free guidance.
       devices: devices of the 1-D batch mesh; default all local devices.
-      dtype: compute dtype of every model ("float32", "bfloat16", "float16");
-        None keeps each checkpoint's config.model.dtype.
+      dtype: compute dtype of every model ("float32", "bfloat16", "float16",
+        or the dtype itself); None keeps each checkpoint's config.model.dtype.
 
     Raises:
       SamplingError: a missing or unreadable checkpoint, a model of the wrong
@@ -214,6 +222,17 @@ def load_pipeline(base: str | pathlib.Path,
     upsamplers = [load_model(path, "upsample", mesh, dtype, stage) for stage, path in enumerate(upsample)]
     clip_model = load_model(clip, "clip", mesh, dtype) if clip is not None else None
     return Pipeline(base_model, upsamplers, clip_model, mesh)
+
+
+def _check_inpaint_array(name: str, array, shape: tuple[int, ...], low: float) -> None:
+    """An inpainting input built by hand: float, of `shape`, within [low, 1]."""
+    array = np.asarray(array)
+    if array.shape != shape or not np.issubdtype(array.dtype, np.floating):
+        raise SamplingError(f"{name} is {array.dtype} {array.shape}; expected float {shape} "
+                            "(images_lib.load_inpaint_inputs makes them)")
+    if array.size and not (low <= float(array.min()) and float(array.max()) <= 1.0):
+        raise SamplingError(f"{name} holds values in [{float(array.min()):g}, {float(array.max()):g}]; expected "
+                            f"[{low:g}, 1]" + (" (pixels / 127.5 - 1)" if low < 0 else " (1 = keep)"))
 
 
 class Pipeline:
@@ -408,7 +427,7 @@ class Pipeline:
             try:
                 config.sample[key] = value
             except TypeError:
-                raise SamplingError(f"sample setting {key!r} = {value!r}: expected a "
+                raise SamplingError(f"sample setting {key!r} = {value!r}: must be of type "
                                     f"{type(config.sample[key]).__name__}") from None
         config_lib.validate_sample(config)
         return config.sample
@@ -423,6 +442,13 @@ class Pipeline:
         if inpaint is not None and self.upsamplers and inpaint.image_up is None:
             raise SamplingError("the inpainting inputs lack the upsampler's resolution; "
                                 "load them with Pipeline.load_inpaint_inputs")
+        if inpaint is not None:
+            sizes = [("image", "mask", self.base.module.image_size)]
+            if self.upsamplers:
+                sizes.append(("image_up", "mask_up", self.upsamplers[0].module.image_size))
+            for image_name, mask_name, size in sizes:
+                _check_inpaint_array(f"inpaint.{image_name}", getattr(inpaint, image_name), (size, size, 3), -1.0)
+                _check_inpaint_array(f"inpaint.{mask_name}", getattr(inpaint, mask_name), (size, size, 1), 0.0)
 
     def generate(self, prompts: Sequence[str], sample_config=None, *,
                  inpaint: images_lib.InpaintInputs | None = None, progress: bool = False) -> np.ndarray:

@@ -41,6 +41,14 @@ class Tokenizer(Protocol):
         """Ids -> (tokens (text_ctx,) int32, mask (text_ctx,) bool)."""
 
 
+def check_text(text: str) -> str:
+    """`text`, or a TypeError naming what was passed instead of one caption."""
+    if not isinstance(text, str):
+        hint = " (tokenize a list with tokenize_batch)" if isinstance(text, (list, tuple)) else ""
+        raise TypeError(f"text must be a string, got {type(text).__name__}{hint}")
+    return text
+
+
 def check_text_ctx(text_ctx: int, minimum: int = 1) -> int:
     """Validates a context length; returns it as an int."""
     if isinstance(text_ctx, bool) or not isinstance(text_ctx, (int, np.integer)) or text_ctx < minimum:

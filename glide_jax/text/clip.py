@@ -95,7 +95,7 @@ class CLIPTokenizer:
     def encode(self, text: str) -> list[int]:
         """Cleans `text` and returns its BPE ids, without start/end tokens."""
         ids: list[int] = []
-        for piece in _SPLIT.findall(clean_text(text)):
+        for piece in _SPLIT.findall(clean_text(base.check_text(text))):
             if piece in (_START_TEXT, _END_TEXT):
                 ids.append(self._encoder[piece])
                 continue

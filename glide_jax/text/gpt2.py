@@ -73,7 +73,7 @@ class GPT2Tokenizer:
     def encode(self, text: str) -> list[int]:
         """Lowercases `text` and returns its BPE ids (no special tokens)."""
         ids: list[int] = []
-        for piece in _SPLIT.findall(text.lower()):
+        for piece in _SPLIT.findall(base.check_text(text).lower()):
             symbols = tuple(self._byte_to_char[b] for b in piece.encode("utf-8"))
             ids.extend(self._encoder[s] for s in self._merger(symbols))
         return ids

@@ -58,7 +58,7 @@ class SentencePieceTokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Caption -> ids (normalised as the model was trained; no special tokens)."""
-        return list(self._model.encode(text, out_type=int))
+        return list(self._model.encode(base.check_text(text), out_type=int))
 
     def decode(self, ids: Sequence[int]) -> str:
         """Ids -> text; pad ids decode to nothing."""

@@ -237,3 +237,12 @@ def test_rescaled_and_kl_loss_types():
     assert set(kl) == {"loss"}
     np.testing.assert_allclose(kl["loss"], plain["vb"], rtol=1e-6)
     np.testing.assert_allclose(rescaled_kl["loss"], plain["vb"] * 50, rtol=1e-6)
+
+
+def test_constructor_mistakes_are_named():
+    from glide_jax import config as config_lib
+    from glide_jax.diffusion import create_gaussian_diffusion, diffusion_from_config
+
+    assert create_gaussian_diffusion(1000, "squaredcos_cap_v2", 4).num_timesteps == 4  # an int, like "4"
+    with pytest.raises(KeyError, match="pass config.diffusion, not the whole config"):
+        diffusion_from_config(config_lib.base_config())

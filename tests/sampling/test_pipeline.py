@@ -144,6 +144,18 @@ def test_inpainting_needs_its_inputs(tiny_checkpoints, base_pipe):
         base_pipe.generate(["x"], SETTINGS, inpaint=object())
     with pytest.raises(SamplingError, match="unknown sample setting 'stepz'"):
         base_pipe.generate(["x"], {"stepz": "4"})
+    # Inputs built by hand: checked before anything is traced.
+    from glide_jax.sampling.images import InpaintInputs
+
+    good_image, good_mask = np.zeros((16, 16, 3), np.float32), np.ones((16, 16, 1), np.float32)
+    for inputs, message in [
+        (InpaintInputs(np.full((16, 16, 3), 200, np.uint8), good_mask), r"inpaint.image is uint8 \(16, 16, 3\)"),
+        (InpaintInputs(good_image, np.ones((16, 16), np.float32)), r"inpaint.mask is float32 \(16, 16\); expected "
+                                                                    r"float \(16, 16, 1\)"),
+        (InpaintInputs(good_image + 3.0, good_mask), r"inpaint.image holds values in \[3, 3\]; expected \[-1, 1\]"),
+    ]:
+        with pytest.raises(SamplingError, match=message):
+            pipe.generate(["x"], SETTINGS, inpaint=inputs)
 
 
 def test_a_training_workdir_resolves_to_its_export(tiny_checkpoints, tmp_path):
@@ -174,7 +186,7 @@ def test_api_arguments_are_checked(base_pipe):
     # Integer respacings and numpy integers are taken as the CLI would take them.
     settings = base_pipe.settings({"steps": 4, "seed": np.int64(3), "batch_size": np.int32(2)})
     assert (settings.steps, settings.seed, settings.batch_size) == ("4", 3, 2)
-    with pytest.raises(SamplingError, match="sample setting 'guidance_scale' = 'high': expected a float"):
+    with pytest.raises(SamplingError, match="sample setting 'guidance_scale' = 'high': must be of type float"):
         base_pipe.settings({"guidance_scale": "high"})
     with pytest.raises(ConfigError, match=r"config\.sample\.seed = 4294967296: must be an integer in \[0, 2\*\*32\)"):
         base_pipe.settings({"seed": 2**32})

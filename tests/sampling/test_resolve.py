@@ -1,5 +1,6 @@
 """Which directory `--base` names (an export, or a training workdir's export/), and what travels with it."""
 
+import pathlib
 import shutil
 
 import pytest
@@ -67,3 +68,26 @@ def test_a_sentencepiece_tokenizer_travels_with_its_export(tmp_path, monkeypatch
         save_tiny(tmp_path / "orphan", config)
     assert not (tmp_path / "orphan" / checkpoints.TOKENIZER_FILE).exists()
     assert checkpoints.load_config(tmp_path / "orphan").text.tokenizer_path == str(tmp_path / "gone.model")
+
+
+def test_notebook_mistakes_get_a_clear_answer(tiny_checkpoints, tmp_path):
+    import jax.numpy as jnp
+
+    from glide_jax.text import GPT2Tokenizer
+
+    export = pathlib.Path(tiny_checkpoints["base"])
+    with pytest.raises(checkpoints.CheckpointError, match=r"params.npz is a file: pass the exported checkpoint's "
+                                                          r"folder"):
+        checkpoints.load_model(export / checkpoints.PARAMS_FILE)
+    workdir = tmp_path / "run"
+    shutil.copytree(export, workdir / checkpoints.EXPORT_DIR)
+    (workdir / "checkpoints").mkdir()
+    config, _ = checkpoints.load_model(workdir)  # a training workdir: its export
+    assert config.model.kind == "base"
+    shutil.rmtree(workdir / checkpoints.EXPORT_DIR)
+    with pytest.raises(checkpoints.CheckpointError, match="is a training workdir with no export/ yet"):
+        checkpoints.load_model(workdir)
+    loaded = pipeline.load_model(export, "base", dtype=jnp.bfloat16)  # a dtype object, the default mesh
+    assert loaded.config.model.dtype == "bfloat16"
+    with pytest.raises(TypeError, match=r"text must be a string, got list \(tokenize a list with tokenize_batch\)"):
+        GPT2Tokenizer.default().encode(["a", "b"])
