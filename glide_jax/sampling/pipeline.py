@@ -180,7 +180,7 @@ def load_model(path: str | pathlib.Path, role: str, mesh=None, dtype: Any = None
         try:
             config_lib.validate(config)
         except config_lib.ConfigError as exc:
-            raise SamplingError(f"--dtype {dtype!r}: {exc}") from None
+            raise SamplingError(f"dtype={dtype!r}: {exc}") from None
     what = f"--{role} checkpoint {path}"
     if config.model.dtype == "float16" and jax.default_backend() == "cpu":
         raise SamplingError(f"{what} computes in float16, which XLA:CPU cannot run (its attention has no "
