@@ -753,8 +753,9 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
     """Sets each "KEY=VALUE" (dotted KEY) on `config`, parsed by the field's type, and returns it.
 
     Strings are taken as written; numbers, booleans ("true"/"false" too) and
-    tuples ("1,2,4" or "(1, 2, 4)") are Python literals; "None" clears an
-    optional field (validation says whether it may be None).
+    tuples ("1,2,4" or "(1, 2, 4)") are Python literals, and a tuple that is
+    not one is split at commas into strings ("a cat,a dog"); "None" clears
+    an optional field (validation says whether it may be None).
 
     Raises:
       ConfigError: naming the override whose key does not exist or whose
@@ -771,6 +772,9 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
             if not isinstance(node, ml_collections.ConfigDict):
                 raise ConfigError(f"{OVERRIDE_PREFIX}{override}: config has no section "
                                   f"{'.'.join(sections[:depth + 1])!r}")
+        if isinstance(node.get(field), ml_collections.ConfigDict):
+            raise ConfigError(f"{OVERRIDE_PREFIX}{override}: config.{key} is a section; set one of its keys, "
+                              f"e.g. {OVERRIDE_PREFIX}{key}.{next(iter(node[field]))}=...")
         if field not in node:
             close = difflib.get_close_matches(field, list(node.keys()), n=1)
             hint = f" (did you mean {'.'.join([*sections, close[0]])}?)" if close else ""
@@ -798,6 +802,8 @@ def _parse_override(text: str, kind: type) -> Any:
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
+        if kind is tuple:
+            return tuple(part.strip() for part in text.split(","))
         raise ValueError(f"{text!r} is not a Python literal") from None
     if kind is tuple and not isinstance(value, tuple):
         value = tuple(value) if isinstance(value, list) else (value,)

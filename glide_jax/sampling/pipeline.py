@@ -251,7 +251,9 @@ class Pipeline:
                  clip: LoadedModel | None = None, mesh=None):
         if isinstance(upsamplers, LoadedModel):
             upsamplers = [upsamplers]
-        self.base, self.upsamplers, self.clip = base, tuple(upsamplers or ()), clip
+        # Numbered by position: each stage compiles its own program (models loaded by hand all say stage 0).
+        upsamplers = tuple(dataclasses.replace(model, stage=i) for i, model in enumerate(upsamplers or ()))
+        self.base, self.upsamplers, self.clip = base, upsamplers, clip
         self.mesh = mesh if mesh is not None else batching.make_mesh()
         self.trace_counts: collections.Counter = collections.Counter()
         self._programs: dict = {}

@@ -95,12 +95,15 @@ def test_overrides_of_the_argparse_tools():
     assert config.model.channel_mult == (1, 2) and config.model.use_scale_shift_norm is False
     assert config.optim.learning_rate == 3e-4 and config.diffusion.timestep_respacing == "100"
     assert config.train.sample_every is None and config.model.attention_resolutions == (8,)
+    config = config_lib.apply_overrides(config_lib.base_config(), ["train.sample_prompts=a red circle, a cat"])
+    assert config.train.sample_prompts == ("a red circle", "a cat")
     for override, message in [
         ("model.chanels=1", "config.model.chanels does not exist"),
         ("modl.x=1", "config has no section 'modl'"),
         ("model.num_res_blocks=x", "config.model.num_res_blocks is of type int ('x' is not a Python literal)"),
         ("model.num_res_blocks=2.5", "config.model.num_res_blocks is of type int"),
         ("model.num_res_blocks", "expected --config.KEY=VALUE"),
+        ("train=None", "config.train is a section; set one of its keys, e.g. --config.train."),
     ]:
         with pytest.raises(config_lib.ConfigError, match=re.escape(f"--config.{override}: {message}")):
             config_lib.apply_overrides(config_lib.base_config(), [override])

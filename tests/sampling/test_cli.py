@@ -103,6 +103,12 @@ def test_upsamplers_chain_to_higher_resolutions(tiny_checkpoints, tmp_path):
     with pytest.raises(SamplingError, match=r"\(upsampler 2\) was trained to upsample 16 px images .* but the "
                                             r"upsampler before it makes 32 px"):
         load_pipeline(tiny_checkpoints["base"], upsample=[first_path, first_path])
+    # Models loaded one by one are numbered by their place in the chain: each stage compiles its own program.
+    from glide_jax.sampling import Pipeline, load_model
+
+    by_hand = Pipeline(load_model(tiny_checkpoints["base"], "base"),
+                       [load_model(first_path, "upsample"), load_model(second_path, "upsample")])
+    assert [model.name for model in by_hand.upsamplers] == ["upsample", "upsample_2"] and by_hand.image_size == 64
     with pytest.raises(SamplingError, match="an inpainting cascade takes one upsampler, not 2"):
         load_pipeline(tiny_checkpoints["inpaint"], upsample=[tiny_checkpoints["upsample_inpaint"]] * 2)
 
