@@ -726,13 +726,26 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
 
 OVERRIDE_PREFIX = "--config."
 OVERRIDES_HELP = ("--config.KEY=VALUE overrides a key of the config file, parsed by the key's type "
-                  "(--config.KEY=None clears an optional key)")
+                  "(--config.KEY=None clears an optional key; a bare --config.KEY sets a boolean)")
+
+
+def _is_flag(arg: str) -> bool:
+    """Whether a command-line word is an option rather than a value (-1 and -3e-4 are values)."""
+    if not arg.startswith("-"):
+        return False
+    try:
+        float(arg)
+    except ValueError:
+        return True
+    return False
 
 
 def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(the other arguments, the `KEY=VALUE` of each `--config.KEY=VALUE` or `--config.KEY VALUE`).
+    """(the other arguments, the overrides), for the argparse tools, which take train.py's syntax.
 
-    For the argparse tools, which take train.py's override syntax.
+    `--config.KEY=VALUE` and `--config.KEY VALUE` give "KEY=VALUE"; a bare
+    `--config.KEY` (last, or before another option) gives "KEY", which
+    `apply_overrides` takes as True for a boolean.
     """
     rest, overrides = [], []
     args = list(argv)
@@ -740,22 +753,21 @@ def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
         arg = args.pop(0)
         if not arg.startswith(OVERRIDE_PREFIX):
             rest.append(arg)
-        elif "=" in arg:
+        elif "=" in arg or not args or _is_flag(args[0]):
             overrides.append(arg[len(OVERRIDE_PREFIX):])
-        elif args:
-            overrides.append(f"{arg[len(OVERRIDE_PREFIX):]}={args.pop(0)}")
         else:
-            raise ConfigError(f"{arg}: no value (write {arg}=VALUE)")
+            overrides.append(f"{arg[len(OVERRIDE_PREFIX):]}={args.pop(0)}")
     return rest, overrides
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> ml_collections.ConfigDict:
     """Sets each "KEY=VALUE" (dotted KEY) on `config`, parsed by the field's type, and returns it.
 
-    Strings are taken as written; numbers, booleans ("true"/"false" too) and
-    tuples ("1,2,4" or "(1, 2, 4)") are Python literals, and a tuple that is
-    not one is split at commas into strings ("a cat,a dog"); "None" clears
-    an optional field (validation says whether it may be None).
+    Strings are taken as written; numbers and tuples ("1,2,4" or
+    "(1, 2, 4)") are Python literals, and a tuple that is not one is split at
+    commas into strings ("a cat,a dog"). A boolean takes True/False, 1/0 or
+    yes/no in any case, and a bare "KEY" sets it True. "None" clears an
+    optional field (validation says whether it may be None).
 
     Raises:
       ConfigError: naming the override whose key does not exist or whose
@@ -763,8 +775,6 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
     """
     for override in overrides:
         key, sep, text = override.partition("=")
-        if not sep:
-            raise ConfigError(f"{OVERRIDE_PREFIX}{override}: expected {OVERRIDE_PREFIX}KEY=VALUE")
         *sections, field = key.split(".")
         node = config
         for depth, part in enumerate(sections):
@@ -779,6 +789,10 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
             close = difflib.get_close_matches(field, list(node.keys()), n=1)
             hint = f" (did you mean {'.'.join([*sections, close[0]])}?)" if close else ""
             raise ConfigError(f"{OVERRIDE_PREFIX}{override}: config.{key} does not exist{hint}")
+        if not sep:
+            if node.get_type(field) is not bool:
+                raise ConfigError(f"{OVERRIDE_PREFIX}{override}: no value (write {OVERRIDE_PREFIX}{key}=VALUE)")
+            text = "True"
         try:
             node[field] = _parse_override(text, node.get_type(field))
         except (TypeError, ValueError) as exc:
@@ -797,8 +811,11 @@ def _parse_override(text: str, kind: type) -> Any:
         return None
     if kind is str:
         return text
-    if kind is bool and text.lower() in ("true", "false"):
-        return text.lower() == "true"
+    if kind is bool:
+        words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+        if text.strip().lower() not in words:
+            raise ValueError(f"{text!r} is not one of True/False, 1/0, yes/no")
+        return words[text.strip().lower()]
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError):

@@ -102,13 +102,27 @@ def test_overrides_of_the_argparse_tools():
         ("modl.x=1", "config has no section 'modl'"),
         ("model.num_res_blocks=x", "config.model.num_res_blocks is of type int ('x' is not a Python literal)"),
         ("model.num_res_blocks=2.5", "config.model.num_res_blocks is of type int"),
-        ("model.num_res_blocks", "expected --config.KEY=VALUE"),
+        ("model.num_res_blocks", "no value (write --config.model.num_res_blocks=VALUE)"),
+        ("model.use_scale_shift_norm=maybe",
+         "config.model.use_scale_shift_norm is of type bool ('maybe' is not one of True/False, 1/0, yes/no)"),
         ("train=None", "config.train is a section; set one of its keys, e.g. --config.train."),
     ]:
         with pytest.raises(config_lib.ConfigError, match=re.escape(f"--config.{override}: {message}")):
             config_lib.apply_overrides(config_lib.base_config(), [override])
-    with pytest.raises(config_lib.ConfigError, match=r"--config.model.dropout: no value"):
-        config_lib.split_overrides(["--config.model.dropout"])
+
+
+def test_boolean_overrides_take_a_bare_flag_or_a_word():
+    rest, overrides = config_lib.split_overrides(
+        ["--config.train.distributed", "--workdir", "w", "--config.optim.learning_rate", "-1e-4",
+         "--config.mesh.fsdp_fallback"])
+    assert rest == ["--workdir", "w"]
+    assert overrides == ["train.distributed", "optim.learning_rate=-1e-4", "mesh.fsdp_fallback"]
+    config = config_lib.apply_overrides(config_lib.base_config(), overrides)
+    assert config.train.distributed is True and config.mesh.fsdp_fallback is True
+    assert config.optim.learning_rate == -1e-4
+    for text, value in [("0", False), ("yes", True), ("NO", False), ("1", True), ("False", False)]:
+        config = config_lib.apply_overrides(config_lib.base_config(), [f"train.distributed={text}"])
+        assert config.train.distributed is value, text
 
 
 def test_keys_set_in_python_must_exist():
