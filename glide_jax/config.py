@@ -36,7 +36,17 @@ GPT2_VOCAB_SIZE = 50257
 
 
 class ConfigError(ValueError):
-    """A config value is missing, of the wrong type or out of range."""
+    """A config value is missing, of the wrong type or out of range.
+
+    Attributes:
+      key: the dotted key at fault ("sample.seed"), where validation names one.
+      detail: the message without its "config.KEY = " prefix (the value and why).
+    """
+
+    def __init__(self, message: str, *, key: str | None = None, detail: str | None = None):
+        super().__init__(message)
+        self.key = key
+        self.detail = message if detail is None else detail
 
 
 def image_size(config: ml_collections.ConfigDict) -> int:
@@ -307,7 +317,7 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def _fail(key: str, value: Any, why: str) -> None:
-    raise ConfigError(f"config.{key} = {value!r}: {why}")
+    raise ConfigError(f"config.{key} = {value!r}: {why}", key=key, detail=f"{value!r}: {why}")
 
 
 def _check_choice(config, key: str, choices) -> None:
@@ -522,13 +532,17 @@ def check_keys(config: ml_collections.ConfigDict) -> None:
     _check_known(config, reference, "")
 
 
+def _did_you_mean(key: str, section: ml_collections.ConfigDict, prefix: str) -> str:
+    """The hint " (did you mean PREFIXKEY?)" for a misspelt key: its closest in `section`, or ""."""
+    close = difflib.get_close_matches(key, list(section.keys()), n=1)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
+
+
 def _check_known(node: ml_collections.ConfigDict, reference: ml_collections.ConfigDict, prefix: str) -> None:
     for key in node:
         path = f"{prefix}{key}"
         if key not in reference:
-            close = difflib.get_close_matches(key, list(reference.keys()), n=1)
-            hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
-            raise ConfigError(f"config.{path} is not a setting glide-jax knows{hint}")
+            raise ConfigError(f"config.{path} is not a setting glide-jax knows{_did_you_mean(key, reference, prefix)}")
         value, expected = node[key], reference[key]
         if isinstance(value, ml_collections.ConfigDict) and isinstance(expected, ml_collections.ConfigDict):
             _check_known(value, expected, f"{path}.")
@@ -786,8 +800,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
             raise ConfigError(f"{OVERRIDE_PREFIX}{override}: config.{key} is a section; set one of its keys, "
                               f"e.g. {OVERRIDE_PREFIX}{key}.{next(iter(node[field]))}=...")
         if field not in node:
-            close = difflib.get_close_matches(field, list(node.keys()), n=1)
-            hint = f" (did you mean {'.'.join([*sections, close[0]])}?)" if close else ""
+            hint = _did_you_mean(field, node, "".join(f"{part}." for part in sections))
             raise ConfigError(f"{OVERRIDE_PREFIX}{override}: config.{key} does not exist{hint}")
         if not sep:
             if node.get_type(field) is not bool:

@@ -96,11 +96,9 @@ def sample_config_from_args(args: argparse.Namespace) -> ml_collections.ConfigDi
     try:
         config_lib.validate_sample(config)
     except config_lib.ConfigError as exc:
-        message = str(exc)
-        for flag, key, _, _ in _SAMPLE_FLAGS:
-            prefix = f"config.sample.{key} = "
-            if message.startswith(prefix):
-                raise SamplingError(f"{flag} {message[len(prefix):]}") from None
+        flags = {f"sample.{key}": flag for flag, key, _, _ in _SAMPLE_FLAGS}
+        if exc.key in flags:
+            raise SamplingError(f"{flags[exc.key]} {exc.detail}") from None
         raise
     return config.sample
 
