@@ -20,6 +20,8 @@ import sys
 import traceback
 from typing import Callable, Iterator
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 GROUPS = ("diffusion", "tokenizer", "models", "clip", "sampling")
@@ -41,6 +43,18 @@ class Check:
     metric: str  # "rel", "rel_l2", "abs" or "exact"
     passed: bool
     error: str | None = None
+
+
+def to_nhwc(array) -> jax.Array:
+    """A fixture's channels-first images, (..., C, H, W) of rank 4 or 5, channels last; lower ranks as they are."""
+    array = np.asarray(array)
+    return jnp.asarray(np.moveaxis(array, -3, -1) if array.ndim >= 4 else array)
+
+
+def to_nchw(array) -> np.ndarray:
+    """Our channels-last images (rank 4 or 5) in the fixtures' channels-first layout; lower ranks as they are."""
+    array = np.asarray(array)
+    return np.moveaxis(array, -1, -3) if array.ndim >= 4 else array
 
 
 def compare(name: str, actual, expected, tol: float, metric: str = "rel",

@@ -23,15 +23,11 @@ from glide_jax import config as config_lib
 from glide_jax.convert import clip as clip_convert
 from glide_jax.convert import core as convert_core
 from glide_jax.models import clip as clip_model
-from glide_jax.tools.parity import Check, compare, failed
+from glide_jax.tools.parity import Check, compare, failed, to_nhwc
 
 # Float32 reference; we see ~1e-6 with "highest" matmul precision.
 REL_TOL = 1e-4
 ATOL = 1e-4
-
-
-def _nhwc(images: np.ndarray) -> jax.Array:
-    return jnp.asarray(np.transpose(images, (0, 2, 3, 1)))
 
 
 def _pt_checks(fixture_dir: pathlib.Path, case: str, npz: dict) -> Iterator[Check]:
@@ -79,7 +75,7 @@ def _checks(fixture_dir: pathlib.Path) -> Iterator[Check]:
     image_encoder = clip_model.image_encoder_from_config(config)
     text_encoder = clip_model.text_encoder_from_config(config)
 
-    x, t = _nhwc(io["images"]), jnp.asarray(io["image_t"], jnp.int32)
+    x, t = to_nhwc(io["images"]), jnp.asarray(io["image_t"], jnp.int32)
     yield _compare("image_input_emb", image_encoder.apply(image_enc, x, t, method="embed"),
                    io["image_input_emb"])
     yield _compare("image_emb_raw", image_encoder.apply(image_enc, x, t), io["image_emb_raw"])
@@ -95,7 +91,7 @@ def _checks(fixture_dir: pathlib.Path) -> Iterator[Check]:
     yield _compare("text_emb", text_emb, io["text_emb"])
 
     yield compare("clip: logit_scale", params["logit_scale"], io["logit_scale"], 0.0, "exact")
-    cond_x, cond_t = _nhwc(io["cond_x"]), jnp.asarray(io["cond_t"], jnp.int32)
+    cond_x, cond_t = to_nhwc(io["cond_x"]), jnp.asarray(io["cond_t"], jnp.int32)
     loss = model.apply(variables, cond_x, cond_t, text_emb, method="guidance_loss")
     yield compare("clip: cond_loss", loss, io["cond_loss"], REL_TOL, "rel")
     cond_fn = clip_model.clip_cond_fn(model, variables, tokens, lens, float(io["grad_scale"]))

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from glide_jax.diffusion import gaussian, samplers, schedules
-from glide_jax.tools.parity import Check, compare, failed
+from glide_jax.tools.parity import Check, compare, failed, to_nchw, to_nhwc
 
 SCHEDULE_TOL = 1e-12
 OPS_TOL = 1e-5
@@ -47,20 +47,6 @@ def checks(fixture_dir) -> Iterator[Check]:
 
 
 # ----------------------------------------------------------------- helpers
-
-
-def _nhwc(a) -> jnp.ndarray:
-    a = np.asarray(a)
-    return jnp.asarray(a.transpose(0, 2, 3, 1) if a.ndim == 4 else a)
-
-
-def _nchw(a) -> np.ndarray:
-    a = np.asarray(a)
-    if a.ndim == 4:
-        return a.transpose(0, 3, 1, 2)
-    if a.ndim == 5:  # (steps, B, H, W, C)
-        return a.transpose(0, 1, 4, 2, 3)
-    return a
 
 
 def _load_json(path: pathlib.Path) -> dict:
@@ -204,9 +190,9 @@ def _ops_checks(fixture_dir: pathlib.Path) -> Iterator[Check]:
     if "ops_num_timesteps" in meta:
         yield compare(f"{prefix}num_timesteps", diffusion.num_timesteps,
                       int(meta["ops_num_timesteps"]), 0.0, "exact")
-    x_t = lambda: _nhwc(a["x_t"])  # noqa: E731  (missing arrays fail inside _rows)
+    x_t = lambda: to_nhwc(a["x_t"])  # noqa: E731  (missing arrays fail inside _rows)
     t = lambda: jnp.asarray(a["t"], jnp.int32)  # noqa: E731
-    model = lambda: _Recorder(_nhwc(a["model_output"]))  # noqa: E731
+    model = lambda: _Recorder(to_nhwc(a["model_output"]))  # noqa: E731
 
     def pmv(clip):
         recorder = model()
@@ -215,15 +201,15 @@ def _ops_checks(fixture_dir: pathlib.Path) -> Iterator[Check]:
 
     def pmv_rows(clip):
         out, seen = pmv(clip)
-        rows = {f"pmv_{'clip' if clip else 'noclip'}__{k}": _nchw(v) for k, v in out.items()}
+        rows = {f"pmv_{'clip' if clip else 'noclip'}__{k}": to_nchw(v) for k, v in out.items()}
         return dict(rows, model_timesteps=seen)
 
     names = lambda tag, keys: [f"{tag}__{k}" for k in keys]  # noqa: E731
     yield from _rows(prefix, names("pmv_clip", _PMV) + ["model_timesteps"], a,
                      lambda: pmv_rows(True), OPS_TOL, exact=("model_timesteps",))
     yield from _rows(prefix, names("pmv_noclip", _PMV), a, lambda: pmv_rows(False), OPS_TOL)
-    yield from _rows(prefix, ["q_sample"], a, lambda: {"q_sample": _nchw(diffusion.q_sample(
-        _nhwc(a["x_start"]), t(), _nhwc(a["noise"])))}, OPS_TOL)
+    yield from _rows(prefix, ["q_sample"], a, lambda: {"q_sample": to_nchw(diffusion.q_sample(
+        to_nhwc(a["x_start"]), t(), to_nhwc(a["noise"])))}, OPS_TOL)
     yield from _rows(prefix, ["q_sample_full"], a, lambda: _q_sample_full(steps, schedule, a),
                      OPS_TOL)
     yield from _rows(prefix, [f"q_posterior_{k}" for k in ("mean", "variance", "log_variance")],
@@ -236,40 +222,40 @@ def _ops_checks(fixture_dir: pathlib.Path) -> Iterator[Check]:
                               "condition_score__pred_xstart"))
     yield from _rows(prefix, names("p_sample", ("sample", "pred_xstart")), a,
                      lambda: _step_rows("p_sample", samplers.p_sample(
-                         diffusion, model(), x_t(), t(), _nhwc(a["p_sample_noise"]))), OPS_TOL,
+                         diffusion, model(), x_t(), t(), to_nhwc(a["p_sample_noise"]))), OPS_TOL,
                      per_row=("p_sample__sample",))
     for tag, eta in (("ddim_sample_eta0", lambda: 0.0),
                      ("ddim_sample_eta", lambda: float(a.get("ddim_eta", meta.get("ddim_eta"))))):
         yield from _rows(prefix, names(tag, ("sample", "pred_xstart")), a,
                          lambda: _step_rows(tag, samplers.ddim_sample(
-                             diffusion, model(), x_t(), t(), _nhwc(a["ddim_noise"]), eta=eta())),
+                             diffusion, model(), x_t(), t(), to_nhwc(a["ddim_noise"]), eta=eta())),
                          OPS_TOL, per_row=(f"{tag}__sample",))
 
 
 def _step_rows(tag: str, out: dict) -> dict:
-    return {f"{tag}__{k}": _nchw(v) for k, v in out.items()}
+    return {f"{tag}__{k}": to_nchw(v) for k, v in out.items()}
 
 
 def _q_sample_full(steps: int, schedule: str, a: dict) -> dict:
     full = gaussian.create_gaussian_diffusion(steps, schedule, None)
     t_full = jnp.asarray(a["t_full"], jnp.int32)
-    return {"q_sample_full": _nchw(full.q_sample(_nhwc(a["x_start"]), t_full, _nhwc(a["noise"])))}
+    return {"q_sample_full": to_nchw(full.q_sample(to_nhwc(a["x_start"]), t_full, to_nhwc(a["noise"])))}
 
 
 def _q_posterior(diffusion, a: dict) -> dict:
-    out = diffusion.q_posterior_mean_variance(_nhwc(a["x_start"]), _nhwc(a["x_t"]),
+    out = diffusion.q_posterior_mean_variance(to_nhwc(a["x_start"]), to_nhwc(a["x_t"]),
                                               jnp.asarray(a["t"], jnp.int32))
-    return {f"q_posterior_{k}": _nchw(v) for k, v in zip(("mean", "variance", "log_variance"), out)}
+    return {f"q_posterior_{k}": to_nchw(v) for k, v in zip(("mean", "variance", "log_variance"), out)}
 
 
 def _conditioning(diffusion, pmv_clip: dict, a: dict) -> dict:
-    x_t, t = _nhwc(a["x_t"]), jnp.asarray(a["t"], jnp.int32)
-    cond_fn = _Recorder(_nhwc(a["cond_grad"]))
+    x_t, t = to_nhwc(a["x_t"]), jnp.asarray(a["t"], jnp.int32)
+    cond_fn = _Recorder(to_nhwc(a["cond_grad"]))
     mean = diffusion.condition_mean(cond_fn, pmv_clip, x_t, t)
     score = diffusion.condition_score(cond_fn, pmv_clip, x_t, t)
-    return {"condition_mean": _nchw(mean), "cond_timesteps": cond_fn.timesteps[0],
-            "condition_score__mean": _nchw(score["mean"]),
-            "condition_score__pred_xstart": _nchw(score["pred_xstart"])}
+    return {"condition_mean": to_nchw(mean), "cond_timesteps": cond_fn.timesteps[0],
+            "condition_score__mean": to_nchw(score["mean"]),
+            "condition_score__pred_xstart": to_nchw(score["pred_xstart"])}
 
 
 # ---------------------------------------------------------- training losses
@@ -296,12 +282,12 @@ def _training_loss_checks(fixture_dir: pathlib.Path) -> Iterator[Check]:
 
 
 def _training_losses(diffusion, a: dict) -> dict:
-    x_start, noise = _nhwc(a["x_start"]), _nhwc(a["noise"])
+    x_start, noise = to_nhwc(a["x_start"]), to_nhwc(a["noise"])
     t = jnp.asarray(a["t"], jnp.int32)
-    model = _Recorder(_nhwc(a["model_output"]))
+    model = _Recorder(to_nhwc(a["model_output"]))
     terms = diffusion.training_losses(model, x_start, t, noise)
     out = {k: np.asarray(v) for k, v in terms.items()}
-    out["x_t"] = _nchw(diffusion.q_sample(x_start, t, noise))
+    out["x_t"] = to_nchw(diffusion.q_sample(x_start, t, noise))
     out["model_timesteps"] = model.timesteps[0]
     return out
 
@@ -347,11 +333,10 @@ def _replay(diffusion, a: dict, clip_denoised: bool) -> dict:
     timesteps equal the ones it receives; the timesteps it really receives
     are captured with a debug callback and compared separately.
     """
-    outputs = jnp.asarray(np.asarray(a["step_model_outputs"]).transpose(0, 1, 3, 4, 2))
+    outputs = to_nhwc(a["step_model_outputs"])
     recorded_t = jnp.asarray(a["model_timesteps"], jnp.int32)
-    image, mask = _nhwc(a["inpaint_image"]), _nhwc(a["inpaint_mask"])
-    noise, step_noises = _nhwc(a["noise"]), jnp.asarray(
-        np.asarray(a["step_noises"]).transpose(0, 1, 3, 4, 2))
+    image, mask = to_nhwc(a["inpaint_image"]), to_nhwc(a["inpaint_mask"])
+    noise, step_noises = to_nhwc(a["noise"]), to_nhwc(a["step_noises"])
     seen: list[np.ndarray] = []
 
     def model_fn(x, t):
@@ -371,5 +356,5 @@ def _replay(diffusion, a: dict, clip_denoised: bool) -> dict:
     final, history = run(noise, step_noises)
     final = np.asarray(final)
     jax.effects_barrier()
-    return {"final": _nchw(final), "step_samples": _nchw(np.asarray(history["sample"])),
+    return {"final": to_nchw(final), "step_samples": to_nchw(np.asarray(history["sample"])),
             "model_timesteps": np.stack(seen) if seen else np.zeros((0,))}

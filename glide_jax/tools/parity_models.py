@@ -25,7 +25,7 @@ from glide_jax import config as config_lib
 from glide_jax.convert import core as convert_core
 from glide_jax.convert.unet import convert_unet
 from glide_jax.models import factory
-from glide_jax.tools.parity import Check, compare, failed
+from glide_jax.tools.parity import Check, compare, failed, to_nhwc
 
 # Float32 reference; we measure ~2e-6 relative L2 with "highest" precision.
 REL_L2 = 1e-5
@@ -51,19 +51,14 @@ def case_config(fixture_dir: pathlib.Path, case: str):
     return config_lib.validate(config)
 
 
-def nhwc(array: np.ndarray) -> jax.Array:
-    """(B, C, H, W) fixture array -> (B, H, W, C)."""
-    return jnp.asarray(np.transpose(array, (0, 2, 3, 1)))
-
-
 def model_kwargs(io) -> dict:
     """The conditioning keyword arguments recorded in an `<case>_io.npz`."""
     kwargs = {"tokens": jnp.asarray(io["tokens"], jnp.int32), "mask": jnp.asarray(io["mask"])}
     if "low_res" in io:
-        kwargs["low_res"] = nhwc(io["low_res"])
+        kwargs["low_res"] = to_nhwc(io["low_res"])
     if "inpaint_image" in io:
-        kwargs["inpaint_image"] = nhwc(io["inpaint_image"])
-        kwargs["inpaint_mask"] = nhwc(io["inpaint_mask"])
+        kwargs["inpaint_image"] = to_nhwc(io["inpaint_image"])
+        kwargs["inpaint_mask"] = to_nhwc(io["inpaint_mask"])
     return kwargs
 
 
@@ -74,7 +69,7 @@ def run_case(fixture_dir: pathlib.Path, case: str) -> tuple[dict, dict]:
     model = factory.create_model(config)
     io = np.load(fixture_dir / f"{case}_io.npz")
     kwargs = model_kwargs(io)
-    output, state = model.apply({"params": params}, nhwc(io["x"]), jnp.asarray(io["timesteps"], jnp.int32),
+    output, state = model.apply({"params": params}, to_nhwc(io["x"]), jnp.asarray(io["timesteps"], jnp.int32),
                                 **kwargs, mutable=["intermediates"])
     text = model.apply({"params": params}, kwargs["tokens"], kwargs["mask"], method="encode_text")
     inter = {name: values[0] for name, values in state["intermediates"].items()}

@@ -36,22 +36,12 @@ from glide_jax.diffusion import create_gaussian_diffusion
 from glide_jax.models import clip as clip_model
 from glide_jax.models import factory
 from glide_jax.sampling import stages
-from glide_jax.tools.parity import Check, compare, failed
+from glide_jax.tools.parity import Check, compare, failed, to_nchw, to_nhwc
 
 DDPM_ATOL = 2e-2
 DDIM_ATOL = 5e-4
 REPLAY_ATOL = 1e-4
 EXACT_ATOL = 1e-6
-
-
-def _nhwc(array: np.ndarray) -> jax.Array:
-    """NCHW (or (S, B, C, H, W)) fixture array -> channels last."""
-    array = np.asarray(array, np.float32)
-    return jnp.asarray(np.moveaxis(array, -3, -1))
-
-
-def _nchw(array) -> np.ndarray:
-    return np.moveaxis(np.asarray(array), -1, -3)
 
 
 def _unet(fixture_dir: pathlib.Path, case: str):
@@ -117,21 +107,21 @@ def _cfg_case(fixture_dir, case: str, meta: dict) -> Iterator[Check]:
     module, params, config = _unet(fixture_dir, meta["model"])
     sampler = "ddim" if meta["respacing"].startswith("ddim") else "ddpm"
     recorder = _Recorder()
-    step_noises = _nhwc(data["step_noises"]) if "step_noises" in data.files else None
+    step_noises = to_nhwc(data["step_noises"]) if "step_noises" in data.files else None
     final, history = stages.sample_base(
         module, params, _diffusion(config, meta), sampler,
         tokens=jnp.asarray(data["tokens"], jnp.int32), mask=jnp.asarray(data["mask"]),
-        guidance_scale=float(data["guidance_scale"]), noise=_nhwc(data["noise"]),
+        guidance_scale=float(data["guidance_scale"]), noise=to_nhwc(data["noise"]),
         step_noises=step_noises, wrap_model_fn=recorder.wrap, return_all_steps=True)
     atol = DDPM_ATOL if sampler == "ddpm" else DDIM_ATOL
     yield _timesteps_check(case, recorder, data["model_timesteps"])
     if "step_samples" in data.files:
-        yield compare(_name(case, "step_samples"), _nchw(history["sample"]), data["step_samples"],
+        yield compare(_name(case, "step_samples"), to_nchw(history["sample"]), data["step_samples"],
                       atol, "abs")
     if "first_step_sample" in data.files:
-        yield compare(_name(case, "first_step_sample"), _nchw(history["sample"][0]),
+        yield compare(_name(case, "first_step_sample"), to_nchw(history["sample"][0]),
                       data["first_step_sample"], atol, "abs")
-    yield compare(_name(case, "final"), _nchw(final), data["final"], atol, "abs")
+    yield compare(_name(case, "final"), to_nchw(final), data["final"], atol, "abs")
 
 
 def _clip_case(fixture_dir, case: str, meta: dict) -> Iterator[Check]:
@@ -144,34 +134,34 @@ def _clip_case(fixture_dir, case: str, meta: dict) -> Iterator[Check]:
     final, history = stages.sample_base(
         module, params, _diffusion(config, meta), "ddpm",
         tokens=jnp.asarray(data["tokens"], jnp.int32), mask=jnp.asarray(data["mask"]),
-        guidance_scale=None, cond_fn=recorder.wrap(cond_fn), noise=_nhwc(data["noise"]),
-        step_noises=_nhwc(data["step_noises"]), return_all_steps=True)
+        guidance_scale=None, cond_fn=recorder.wrap(cond_fn), noise=to_nhwc(data["noise"]),
+        step_noises=to_nhwc(data["step_noises"]), return_all_steps=True)
     yield _timesteps_check(case, recorder, data["cond_timesteps"], "cond_timesteps")
-    yield compare(_name(case, "first_step_sample"), _nchw(history["sample"][0]),
+    yield compare(_name(case, "first_step_sample"), to_nchw(history["sample"][0]),
                   data["first_step_sample"], DDPM_ATOL, "abs")
-    yield compare(_name(case, "final"), _nchw(final), data["final"], DDPM_ATOL, "abs")
+    yield compare(_name(case, "final"), to_nchw(final), data["final"], DDPM_ATOL, "abs")
 
 
 def _inpaint_case(fixture_dir, case: str, meta: dict) -> Iterator[Check]:
     data = np.load(fixture_dir / f"{case}.npz")
     module, params, config = _unet(fixture_dir, meta["model"])
     diffusion = _diffusion(config, meta)
-    inpaint = stages.InpaintArrays(_nhwc(data["inpaint_image"]), _nhwc(data["inpaint_mask"]))
+    inpaint = stages.InpaintArrays(to_nhwc(data["inpaint_image"]), to_nhwc(data["inpaint_mask"]))
     common = dict(tokens=jnp.asarray(data["tokens"], jnp.int32), mask=jnp.asarray(data["mask"]),
                   guidance_scale=float(data["guidance_scale"]), inpaint=inpaint,
-                  noise=_nhwc(data["noise"]), step_noises=_nhwc(data["step_noises"]),
+                  noise=to_nhwc(data["noise"]), step_noises=to_nhwc(data["step_noises"]),
                   return_all_steps=True)
     recorder = _Recorder()
     final, history = stages.sample_base(module, params, diffusion, "ddpm",
                                         wrap_model_fn=recorder.wrap, **common)
     yield _timesteps_check(case, recorder, data["model_timesteps"])
-    yield compare(_name(case, "step_model_outputs"), _nchw(np.stack(recorder.wait().outputs)),
+    yield compare(_name(case, "step_model_outputs"), to_nchw(np.stack(recorder.wait().outputs)),
                   data["step_model_outputs"], DDPM_ATOL, "abs")
-    yield compare(_name(case, "step_samples"), _nchw(history["sample"]), data["step_samples"],
+    yield compare(_name(case, "step_samples"), to_nchw(history["sample"]), data["step_samples"],
                   DDPM_ATOL, "abs")
-    yield compare(_name(case, "final"), _nchw(final), data["final"], DDPM_ATOL, "abs")
+    yield compare(_name(case, "final"), to_nchw(final), data["final"], DDPM_ATOL, "abs")
     # Replay: the sampler and denoised_fn alone, fed the reference's model outputs.
-    outputs = _nhwc(data["step_model_outputs"])
+    outputs = to_nhwc(data["step_model_outputs"])
     steps = iter(range(outputs.shape[0]))
 
     def replay(unused_fn):
@@ -182,7 +172,7 @@ def _inpaint_case(fixture_dir, case: str, meta: dict) -> Iterator[Check]:
     common["return_all_steps"] = False
     replayed = _unrolled(lambda: stages.sample_base(module, params, diffusion, "ddpm",
                                                     wrap_model_fn=replay, **common))
-    yield compare(_name(case, "final (replayed model outputs)"), _nchw(replayed), data["final"],
+    yield compare(_name(case, "final (replayed model outputs)"), to_nchw(replayed), data["final"],
                   REPLAY_ATOL, "abs")
 
 
@@ -195,8 +185,8 @@ def _unrolled(fn):
 def _upsample_case(fixture_dir, case: str, meta: dict) -> Iterator[Check]:
     data = np.load(fixture_dir / f"{case}.npz")
     module, params, config = _unet(fixture_dir, meta["model"])
-    base_samples = _nhwc(data["samples_lowres_raw"])
-    yield compare(_name(case, "low_res"), _nchw(stages.quantize_low_res(base_samples)),
+    base_samples = to_nhwc(data["samples_lowres_raw"])
+    yield compare(_name(case, "low_res"), to_nchw(stages.quantize_low_res(base_samples)),
                   data["low_res"], EXACT_ATOL, "abs")
     temperature = float(meta["upsample_temp"])
     sampler = "ddim" if "eta" in meta else "ddpm"
@@ -204,14 +194,14 @@ def _upsample_case(fixture_dir, case: str, meta: dict) -> Iterator[Check]:
     final, history = stages.sample_upsample(
         module, params, _diffusion(config, meta), sampler, base_samples=base_samples,
         tokens=jnp.asarray(data["tokens"], jnp.int32), mask=jnp.asarray(data["mask"]),
-        temperature=temperature, noise=_nhwc(data["noise_raw"]), wrap_model_fn=recorder.wrap,
+        temperature=temperature, noise=to_nhwc(data["noise_raw"]), wrap_model_fn=recorder.wrap,
         return_all_steps=True)
     yield _timesteps_check(case, recorder, data["model_timesteps"])
-    yield compare(_name(case, "x_T = noise_raw * temp"), _nchw(recorder.wait().inputs[0]),
+    yield compare(_name(case, "x_T = noise_raw * temp"), to_nchw(recorder.wait().inputs[0]),
                   data["noise"], EXACT_ATOL, "abs")
-    yield compare(_name(case, "first_step_sample"), _nchw(history["sample"][0]),
+    yield compare(_name(case, "first_step_sample"), to_nchw(history["sample"][0]),
                   data["first_step_sample"], DDIM_ATOL, "abs")
-    yield compare(_name(case, "final"), _nchw(final), data["final"], DDIM_ATOL, "abs")
+    yield compare(_name(case, "final"), to_nchw(final), data["final"], DDIM_ATOL, "abs")
 
 
 _CASES = {

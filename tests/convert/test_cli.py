@@ -13,6 +13,7 @@ from glide_jax.convert import core
 from glide_jax.convert.unet import convert_unet
 from glide_jax.models import factory
 from glide_jax.tools import parity_models
+from glide_jax.tools.parity import to_nhwc
 
 
 def _flat(tree, prefix=()):
@@ -41,7 +42,7 @@ def test_cli_round_trip(fixtures_dir, tmp_path):
     for path, value in _flat(expected):
         np.testing.assert_array_equal(ours[path], value)
     io = np.load(fixtures_dir / "base_io.npz")
-    out = factory.create_model(config).apply({"params": params}, parity_models.nhwc(io["x"]),
+    out = factory.create_model(config).apply({"params": params}, to_nhwc(io["x"]),
                                              jnp.asarray(io["timesteps"]), **parity_models.model_kwargs(io))
     np.testing.assert_allclose(out, np.transpose(io["output"], (0, 2, 3, 1)), atol=1e-4)
 

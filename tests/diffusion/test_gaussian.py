@@ -9,16 +9,9 @@ import pytest
 
 from glide_jax.diffusion import (GaussianDiffusion, LossType, ModelMeanType, ModelVarType,
                                  create_gaussian_diffusion)
+from glide_jax.tools.parity import to_nchw, to_nhwc
 
 OPS_RTOL = 1e-5
-
-
-def _nhwc(a):
-    return jnp.asarray(np.asarray(a).transpose(0, 2, 3, 1))
-
-
-def _nchw(a):
-    return np.asarray(a).transpose(0, 3, 1, 2)
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +44,12 @@ def _assert_close(actual, expected, name, rtol=OPS_RTOL):
 @pytest.mark.parametrize("clip", [True, False])
 def test_p_mean_variance_matches_reference(ops, clip):
     _, a, diffusion = ops
-    model = Recorder(_nhwc(a["model_output"]))
-    out = diffusion.p_mean_variance(model, _nhwc(a["x_t"]), jnp.asarray(a["t"], jnp.int32),
+    model = Recorder(to_nhwc(a["model_output"]))
+    out = diffusion.p_mean_variance(model, to_nhwc(a["x_t"]), jnp.asarray(a["t"], jnp.int32),
                                     clip_denoised=clip)
     tag = "pmv_clip" if clip else "pmv_noclip"
     for key in ("mean", "variance", "log_variance", "pred_xstart"):
-        _assert_close(_nchw(out[key]), a[f"{tag}__{key}"], f"{tag}__{key}")
+        _assert_close(to_nchw(out[key]), a[f"{tag}__{key}"], f"{tag}__{key}")
     # The model sees ORIGINAL step indices, never respaced or rescaled ones.
     np.testing.assert_array_equal(model.seen[0], a["model_timesteps"])
     assert model.seen[0].dtype == np.int32
@@ -64,32 +57,32 @@ def test_p_mean_variance_matches_reference(ops, clip):
 
 def test_q_sample_and_posterior_match_reference(ops):
     meta, a, diffusion = ops
-    x_start, noise, t = _nhwc(a["x_start"]), _nhwc(a["noise"]), jnp.asarray(a["t"], jnp.int32)
-    _assert_close(_nchw(diffusion.q_sample(x_start, t, noise)), a["q_sample"], "q_sample")
+    x_start, noise, t = to_nhwc(a["x_start"]), to_nhwc(a["noise"]), jnp.asarray(a["t"], jnp.int32)
+    _assert_close(to_nchw(diffusion.q_sample(x_start, t, noise)), a["q_sample"], "q_sample")
     full = create_gaussian_diffusion(meta["steps"], meta["ops_schedule"])
-    _assert_close(_nchw(full.q_sample(x_start, jnp.asarray(a["t_full"], jnp.int32), noise)),
+    _assert_close(to_nchw(full.q_sample(x_start, jnp.asarray(a["t_full"], jnp.int32), noise)),
                   a["q_sample_full"], "q_sample_full")
-    mean, var, log_var = diffusion.q_posterior_mean_variance(x_start, _nhwc(a["x_t"]), t)
+    mean, var, log_var = diffusion.q_posterior_mean_variance(x_start, to_nhwc(a["x_t"]), t)
     for name, got in (("mean", mean), ("variance", var), ("log_variance", log_var)):
-        _assert_close(_nchw(got), a[f"q_posterior_{name}"], name)
+        _assert_close(to_nchw(got), a[f"q_posterior_{name}"], name)
 
 
 def test_condition_mean_and_score_match_reference(ops):
     _, a, diffusion = ops
-    x_t, t = _nhwc(a["x_t"]), jnp.asarray(a["t"], jnp.int32)
-    pmv = diffusion.p_mean_variance(Recorder(_nhwc(a["model_output"])), x_t, t)
-    cond_fn = Recorder(_nhwc(a["cond_grad"]))
-    _assert_close(_nchw(diffusion.condition_mean(cond_fn, pmv, x_t, t)), a["condition_mean"], "mean")
+    x_t, t = to_nhwc(a["x_t"]), jnp.asarray(a["t"], jnp.int32)
+    pmv = diffusion.p_mean_variance(Recorder(to_nhwc(a["model_output"])), x_t, t)
+    cond_fn = Recorder(to_nhwc(a["cond_grad"]))
+    _assert_close(to_nchw(diffusion.condition_mean(cond_fn, pmv, x_t, t)), a["condition_mean"], "mean")
     np.testing.assert_array_equal(cond_fn.seen[0], a["cond_timesteps"])
     score = diffusion.condition_score(cond_fn, pmv, x_t, t)
-    _assert_close(_nchw(score["mean"]), a["condition_score__mean"], "score mean")
-    _assert_close(_nchw(score["pred_xstart"]), a["condition_score__pred_xstart"], "score x0")
+    _assert_close(to_nchw(score["mean"]), a["condition_score__mean"], "score mean")
+    _assert_close(to_nchw(score["pred_xstart"]), a["condition_score__pred_xstart"], "score x0")
 
 
 def test_condition_mean_is_variance_times_gradient(ops):
     _, a, diffusion = ops
-    x_t, t = _nhwc(a["x_t"]), jnp.asarray(a["t"], jnp.int32)
-    pmv = diffusion.p_mean_variance(Recorder(_nhwc(a["model_output"])), x_t, t)
+    x_t, t = to_nhwc(a["x_t"]), jnp.asarray(a["t"], jnp.int32)
+    pmv = diffusion.p_mean_variance(Recorder(to_nhwc(a["model_output"])), x_t, t)
     grad = jnp.full(x_t.shape, 2.0)
     shifted = diffusion.condition_mean(lambda x, tt: grad, pmv, x_t, t)
     np.testing.assert_allclose(shifted - pmv["mean"], 2.0 * pmv["variance"], rtol=1e-5, atol=1e-7)
@@ -97,8 +90,8 @@ def test_condition_mean_is_variance_times_gradient(ops):
 
 def test_condition_score_shifts_eps_and_does_not_clamp(ops):
     _, a, diffusion = ops
-    x_t, t = _nhwc(a["x_t"]), jnp.asarray(a["t"], jnp.int32)
-    pmv = diffusion.p_mean_variance(Recorder(_nhwc(a["model_output"])), x_t, t, clip_denoised=True)
+    x_t, t = to_nhwc(a["x_t"]), jnp.asarray(a["t"], jnp.int32)
+    pmv = diffusion.p_mean_variance(Recorder(to_nhwc(a["model_output"])), x_t, t, clip_denoised=True)
     zero = diffusion.condition_score(lambda x, tt: jnp.zeros_like(x), pmv, x_t, t)
     np.testing.assert_allclose(zero["pred_xstart"], pmv["pred_xstart"], rtol=1e-4, atol=1e-4)
     shifted = diffusion.condition_score(lambda x, tt: jnp.full(x.shape, 50.0), pmv, x_t, t)
@@ -109,8 +102,8 @@ def test_condition_score_shifts_eps_and_does_not_clamp(ops):
 
 def test_denoised_fn_runs_before_clamp(ops):
     _, a, diffusion = ops
-    x_t, t = _nhwc(a["x_t"]), jnp.asarray(a["t"], jnp.int32)
-    model = Recorder(_nhwc(a["model_output"]))
+    x_t, t = to_nhwc(a["x_t"]), jnp.asarray(a["t"], jnp.int32)
+    model = Recorder(to_nhwc(a["model_output"]))
     out = diffusion.p_mean_variance(model, x_t, t, denoised_fn=lambda x0: x0 * 0 + 3.0)
     np.testing.assert_array_equal(out["pred_xstart"], 1.0)
 
@@ -179,9 +172,9 @@ def loss_case(fixtures_dir):
 
 def test_training_losses_match_guided_diffusion(loss_case):
     a, diffusion = loss_case
-    model = Recorder(_nhwc(a["model_output"]))
-    terms = diffusion.training_losses(model, _nhwc(a["x_start"]), jnp.asarray(a["t"], jnp.int32),
-                                      _nhwc(a["noise"]))
+    model = Recorder(to_nhwc(a["model_output"]))
+    terms = diffusion.training_losses(model, to_nhwc(a["x_start"]), jnp.asarray(a["t"], jnp.int32),
+                                      to_nhwc(a["noise"]))
     np.testing.assert_array_equal(model.seen[0], a["model_timesteps"])
     for key in ("mse", "vb", "loss"):
         # Elementwise: the t = 0 decoder term (vb[0]) must match on its own.
@@ -190,8 +183,8 @@ def test_training_losses_match_guided_diffusion(loss_case):
 
 def _loss_model(diffusion, a):
     """A tiny differentiable model: output = w * fixture output."""
-    base = _nhwc(a["model_output"])
-    x_start, noise = _nhwc(a["x_start"]), _nhwc(a["noise"])
+    base = to_nhwc(a["model_output"])
+    x_start, noise = to_nhwc(a["x_start"]), to_nhwc(a["noise"])
     t = jnp.asarray(a["t"], jnp.int32)
 
     def loss(w_eps, w_var, key="loss"):

@@ -9,16 +9,7 @@ import pytest
 
 from glide_jax.diffusion import (create_gaussian_diffusion, ddim_sample, ddim_sample_loop,
                                  p_sample, p_sample_loop)
-
-
-def _nhwc(a):
-    a = np.asarray(a)
-    return jnp.asarray(a.transpose(0, 2, 3, 1) if a.ndim == 4 else a.transpose(0, 1, 3, 4, 2))
-
-
-def _nchw(a):
-    a = np.asarray(a)
-    return a.transpose(0, 3, 1, 2) if a.ndim == 4 else a.transpose(0, 1, 4, 2, 3)
+from glide_jax.tools.parity import to_nchw, to_nhwc
 
 
 @pytest.fixture(scope="module")
@@ -36,22 +27,22 @@ def _close_to_scale(actual, expected, rtol=1e-5):
 
 def test_p_sample_step_matches_reference(ops):
     a, diffusion = ops
-    model_fn = lambda x, t: _nhwc(a["model_output"])  # noqa: E731
-    out = p_sample(diffusion, model_fn, _nhwc(a["x_t"]), jnp.asarray(a["t"], jnp.int32),
-                   _nhwc(a["p_sample_noise"]))
-    _close_to_scale(_nchw(out["sample"]), a["p_sample__sample"])
-    _close_to_scale(_nchw(out["pred_xstart"]), a["p_sample__pred_xstart"])
+    model_fn = lambda x, t: to_nhwc(a["model_output"])  # noqa: E731
+    out = p_sample(diffusion, model_fn, to_nhwc(a["x_t"]), jnp.asarray(a["t"], jnp.int32),
+                   to_nhwc(a["p_sample_noise"]))
+    _close_to_scale(to_nchw(out["sample"]), a["p_sample__sample"])
+    _close_to_scale(to_nchw(out["pred_xstart"]), a["p_sample__pred_xstart"])
 
 
 @pytest.mark.parametrize("tag", ["eta0", "eta"])
 def test_ddim_step_matches_reference(ops, tag):
     a, diffusion = ops
     eta = 0.0 if tag == "eta0" else float(a["ddim_eta"])
-    model_fn = lambda x, t: _nhwc(a["model_output"])  # noqa: E731
-    out = ddim_sample(diffusion, model_fn, _nhwc(a["x_t"]), jnp.asarray(a["t"], jnp.int32),
-                      _nhwc(a["ddim_noise"]), eta=eta)
-    _close_to_scale(_nchw(out["sample"]), a[f"ddim_sample_{tag}__sample"])
-    _close_to_scale(_nchw(out["pred_xstart"]), a[f"ddim_sample_{tag}__pred_xstart"])
+    model_fn = lambda x, t: to_nhwc(a["model_output"])  # noqa: E731
+    out = ddim_sample(diffusion, model_fn, to_nhwc(a["x_t"]), jnp.asarray(a["t"], jnp.int32),
+                      to_nhwc(a["ddim_noise"]), eta=eta)
+    _close_to_scale(to_nchw(out["sample"]), a[f"ddim_sample_{tag}__sample"])
+    _close_to_scale(to_nchw(out["pred_xstart"]), a[f"ddim_sample_{tag}__pred_xstart"])
 
 
 def test_inpaint_loop_replays_reference(fixtures_dir):
@@ -62,12 +53,12 @@ def test_inpaint_loop_replays_reference(fixtures_dir):
         a = {k: data[k] for k in data.files}
     diffusion = create_gaussian_diffusion(options["model_and_diffusion_options"]["diffusion_steps"],
                                           settings["schedule"], settings["respacing"])
-    outputs = _nhwc(a["step_model_outputs"])
+    outputs = to_nhwc(a["step_model_outputs"])
     by_timestep = {int(ts[0]): k for k, ts in enumerate(a["model_timesteps"])}
     table = np.zeros(diffusion.original_num_steps, np.int32)  # original t -> recorded step
     for timestep, k in by_timestep.items():
         table[timestep] = k
-    image, mask = _nhwc(a["inpaint_image"]), _nhwc(a["inpaint_mask"])
+    image, mask = to_nhwc(a["inpaint_image"]), to_nhwc(a["inpaint_mask"])
 
     def model_fn(x, t):
         return outputs[jnp.asarray(table)[t[0]]]
@@ -76,11 +67,11 @@ def test_inpaint_loop_replays_reference(fixtures_dir):
         diffusion, model_fn, noise.shape, noise=noise, step_noises=step_noises,
         clip_denoised=settings["clip_denoised"], return_all_steps=True,
         denoised_fn=lambda x0: x0 * (1 - mask) + image * mask))
-    final, steps = run(_nhwc(a["noise"]), _nhwc(a["step_noises"]))
+    final, steps = run(to_nhwc(a["noise"]), to_nhwc(a["step_noises"]))
     # The loop visits the recorded timesteps in order, noisiest first.
     np.testing.assert_array_equal(diffusion.timestep_map[::-1], a["model_timesteps"][:, 0])
-    np.testing.assert_allclose(_nchw(steps["sample"]), a["step_samples"], rtol=0, atol=1e-4)
-    np.testing.assert_allclose(_nchw(final), a["final"], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(to_nchw(steps["sample"]), a["step_samples"], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(to_nchw(final), a["final"], rtol=0, atol=1e-4)
     assert steps["pred_xstart"].shape == steps["sample"].shape
 
 

@@ -12,6 +12,7 @@ import pytest
 from glide_jax import config as config_lib
 from glide_jax.convert import clip as clip_convert
 from glide_jax.models import clip
+from glide_jax.tools.parity import to_nhwc
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +26,6 @@ def reference(fixtures_dir):
     return config, variables, dict(np.load(fixtures_dir / "clip_io.npz"))
 
 
-def _nhwc(a):
-    return jnp.asarray(np.transpose(a, (0, 2, 3, 1)))
-
-
 def _text_inputs(io):
     return jnp.asarray(io["text_tokens"], jnp.int32), jnp.asarray(io["text_lens"], jnp.int32)
 
@@ -37,7 +34,7 @@ def test_image_encoder_matches_reference(reference):
     config, variables, io = reference
     encoder = clip.image_encoder_from_config(config)
     enc_vars = {"params": variables["params"]["image_encoder"]}
-    x, t = _nhwc(io["images"]), jnp.asarray(io["image_t"], jnp.int32)
+    x, t = to_nhwc(io["images"]), jnp.asarray(io["image_t"], jnp.int32)
     np.testing.assert_allclose(encoder.apply(enc_vars, x, t, method="embed"),
                                io["image_input_emb"], rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(encoder.apply(enc_vars, x, t), io["image_emb_raw"], rtol=1e-4, atol=1e-4)
@@ -85,7 +82,7 @@ def test_cond_fn_jits_and_matches_reference_gradient(reference):
     config, variables, io = reference
     tokens, lens = _text_inputs(io)
     model = clip.create_clip(config)
-    cond_x, cond_t = _nhwc(io["cond_x"]), jnp.asarray(io["cond_t"], jnp.int32)
+    cond_x, cond_t = to_nhwc(io["cond_x"]), jnp.asarray(io["cond_t"], jnp.int32)
     text_emb = model.apply(variables, tokens, lens, method="text_embeddings")
     loss = model.apply(variables, cond_x, cond_t, text_emb, method="guidance_loss")
     np.testing.assert_allclose(loss, io["cond_loss"], rtol=1e-5)
@@ -101,7 +98,7 @@ def test_guidance_caps_the_scale_as_training_does(reference):
     """A trained CLIP whose logit scale drifted past log(100) guides with 100, the scale its loss saw."""
     config, variables, io = reference
     model = clip.create_clip(config)
-    x, t = _nhwc(io["cond_x"]), jnp.asarray(io["cond_t"], jnp.int32)
+    x, t = to_nhwc(io["cond_x"]), jnp.asarray(io["cond_t"], jnp.int32)
     text_emb = model.apply(variables, *_text_inputs(io), method="text_embeddings")
     drifted = jax.tree_util.tree_map(lambda v: v, variables)
     drifted["params"]["logit_scale"] = jnp.float32(math.log(150.0))
@@ -114,7 +111,7 @@ def test_bfloat16_compute_stays_close_to_float32(reference):
     config, variables, io = reference
     bf16 = config_lib.clip_config_from_glide(config.clip.to_dict())
     bf16.model.dtype = "bfloat16"
-    x, t = _nhwc(io["images"]), jnp.asarray(io["image_t"], jnp.int32)
+    x, t = to_nhwc(io["images"]), jnp.asarray(io["image_t"], jnp.int32)
     tokens, lens = _text_inputs(io)
     out32 = clip.create_clip(config).apply(variables, x, t, tokens, lens)
     out16 = clip.create_clip(bf16).apply(variables, x, t, tokens, lens)

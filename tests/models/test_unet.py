@@ -12,6 +12,7 @@ from glide_jax.convert.unet import convert_unet
 from glide_jax.models import factory, layers
 from glide_jax.models.unet import AttentionBlock, Downsample, ResBlock, Upsample
 from glide_jax.tools import parity_models
+from glide_jax.tools.parity import to_nhwc
 
 CASES = ("base", "upsample", "inpaint", "upsample_inpaint")
 
@@ -41,7 +42,7 @@ def base_case(fixtures_dir):
 def test_text_emb_path_equals_tokens_path(base_case):
     config, params, io = base_case
     model = factory.create_model(config)
-    x, t = parity_models.nhwc(io["x"]), jnp.asarray(io["timesteps"])
+    x, t = to_nhwc(io["x"]), jnp.asarray(io["timesteps"])
     kwargs = parity_models.model_kwargs(io)
     direct = model.apply({"params": params}, x, t, **kwargs)
     text_emb = model.apply({"params": params}, kwargs["tokens"], kwargs["mask"], method="encode_text")
@@ -61,7 +62,7 @@ def test_bfloat16_forward_close_to_float32(base_case):
     config = config_lib.validate(config.copy_and_resolve_references())
     config.model.dtype = "bfloat16"
     model = factory.create_model(config)
-    out = model.apply({"params": params}, parity_models.nhwc(io["x"]), jnp.asarray(io["timesteps"]),
+    out = model.apply({"params": params}, to_nhwc(io["x"]), jnp.asarray(io["timesteps"]),
                       **parity_models.model_kwargs(io))
     assert out.dtype == jnp.float32  # the output head runs in float32
     assert np.isfinite(np.asarray(out)).all()
