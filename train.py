@@ -15,19 +15,21 @@ See docs/ARCHITECTURE.md, "Training".
 
 import argparse
 import logging
+import os
 import pathlib
 import sys
+import threading
 
 from glide_jax import config as config_lib
 from glide_jax.config import ConfigError
 from glide_jax.checkpoints import CheckpointError
-from glide_jax.train.checkpointing import ArchitectureMismatch
+from glide_jax.train.checkpointing import ArchitectureMismatch, UnreadableCheckpoint
 from glide_jax.train.finetune import InitFromError
 from glide_jax.train.loop import NonFiniteLossError, TrainingStopped, train_and_evaluate
 
 # Mistakes in what the user asked for: reported in one line, exit 2.
-USAGE_ERRORS = (ConfigError, CheckpointError, ArchitectureMismatch, InitFromError, FileNotFoundError,
-                NotADirectoryError, FileExistsError)
+USAGE_ERRORS = (ConfigError, CheckpointError, ArchitectureMismatch, UnreadableCheckpoint, InitFromError,
+                FileNotFoundError, NotADirectoryError, FileExistsError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +41,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_quietly(status: int) -> None:
+    """Ends the process now, past Orbax's reads still failing in its threads.
+
+    When one array of a damaged checkpoint fails to read, Orbax abandons the
+    others, which fail one by one in its background event loop and at the
+    interpreter's exit, each printing a traceback with a page of TensorStore
+    spec: thousands of lines after the one `error:` line that says it all.
+    """
+    sys.unraisablehook = lambda unraisable: None
+    threading.excepthook = lambda args: None
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL + 1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parses the flags, trains; returns the exit status (see the module docstring)."""
     try:
@@ -47,18 +65,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax and TFDS log every save and read at INFO
+    # force: importing Orbax has already given the root logger absl's handler at WARNING.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        force=True)
+    logging.getLogger("glide_jax").setLevel(logging.INFO)  # resumed, initialised from (not Orbax's every read)
     try:
+        config = config_lib.load_cli_config(args.config, overrides)
         workdir = pathlib.Path(args.workdir)
         if workdir.exists() and not workdir.is_dir():
             raise ConfigError(f"--workdir {workdir}: exists and is not a directory")
-        train_and_evaluate(config_lib.load_cli_config(args.config, overrides), workdir)
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"--workdir {workdir}: cannot be created ({err.strerror})") from None
+        train_and_evaluate(config, workdir)
     except TrainingStopped as stopped:  # saved and resumable, but not finished
         logging.warning("%s", stopped)
         return stopped.exit_code
     except USAGE_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if isinstance(exc, UnreadableCheckpoint):
+            _exit_quietly(2)
         return 2
     except NonFiniteLossError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -100,6 +100,8 @@ def missing_export_hint(path: str | pathlib.Path) -> str:
     path = pathlib.Path(path)
     if ((path / "checkpoints").is_dir() and not (path / PARAMS_FILE).is_file()
             and not (path / EXPORT_DIR / PARAMS_FILE).is_file()):
+        if not any(p.name.isdigit() for p in (path / "checkpoints").iterdir()):
+            return f"{path} is a training workdir that has saved no checkpoint yet: train it to its first"
         return (f"{path} is a training workdir with no {EXPORT_DIR}/ yet: training writes it at each checkpoint, "
                 f"or run python -m glide_jax.train.export --workdir {path} --output {path / EXPORT_DIR}")
     return ""

@@ -21,6 +21,7 @@ that change the training from there on (the learning rate at the step).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -40,7 +41,24 @@ NON_ARCHITECTURE_KEYS = frozenset({"model.dropout", "model.dtype", "model.remat"
 
 
 class ArchitectureMismatch(ValueError):
-    """A checkpoint was written by a model with a different architecture."""
+    """A checkpoint was written by a model with a different architecture (or optimizer)."""
+
+
+class UnreadableCheckpoint(RuntimeError):
+    """A checkpoint's files cannot be read back: damaged, truncated or partly deleted."""
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost `raise ... from` cause: TensorStore's own error under Orbax's wrappers."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's first line, cut to `limit` characters (TensorStore errors run to pages)."""
+    text = (str(exc).strip().splitlines() or [""])[0]
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -69,6 +87,19 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+# The config.optim keys that shape the optimizer and EMA state: clipping on or
+# off adds or drops a part of the optax chain, and each EMA rate keeps a tree.
+OPTIMIZER_STATE_KEYS = ("grad_clip_norm", "ema_rates")
+
+
+def optimizer_differences(stored: dict[str, Any], config: ml_collections.ConfigDict) -> list[str]:
+    """The changed config.optim keys that reshape the saved state (else any changed), as 'key: old -> new'."""
+    old, new = stored.get("optim", {}), config_to_dict(config)["optim"]
+    changed = [key for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+    changed = [key for key in changed if key in OPTIMIZER_STATE_KEYS] or changed
+    return [f"config.optim.{key}: checkpoint {old.get(key)!r} -> config {new.get(key)!r}" for key in changed]
 
 
 def config_differences(stored: dict[str, Any], config: ml_collections.ConfigDict) -> list[str]:
@@ -225,22 +256,70 @@ class Checkpointer:
                                                            DATA_ITEM: ocp.args.JsonSave(data_state)}), force=True)
 
     def stored_config(self) -> dict[str, Any] | None:
-        """The run's config.json as written by `write_config`, or None if there is none."""
+        """The run's config.json as written by `write_config`, or None if there is none.
+
+        Raises:
+          ConfigError: the file is not JSON (naming it, and how to go on).
+        """
         path = self.workdir / "config.json"
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise config_lib.ConfigError(
+                f"{path} is damaged ({_first_line(err)}); delete it to resume: the checkpoint's array shapes "
+                "are still checked against the model, and the file is written again") from None
+
+    def step_dir(self, step: int) -> pathlib.Path:
+        """Where checkpoint `step` lives."""
+        return self.workdir / "checkpoints" / str(step)
+
+    @contextlib.contextmanager
+    def reading(self, step: int):
+        """Turns any failure to read checkpoint `step` into one UnreadableCheckpoint naming it.
+
+        The message says which older checkpoint to resume from instead; a
+        checkpoint that reads but does not fit (ArchitectureMismatch,
+        ConfigError) passes through unchanged.
+        """
+        try:
+            yield
+        except (ArchitectureMismatch, config_lib.ConfigError):
+            raise
+        except Exception as exc:  # noqa: BLE001  Orbax and TensorStore raise many types for damaged files
+            cause = _root_cause(exc)
+            older = [s for s in self.manager.all_steps() if s < step]
+            advice = (f"move it out of {self.step_dir(step).parent} to resume from step {max(older)}, the newest "
+                      "before it" if older else "there is no older checkpoint: restore it from a copy or start "
+                      "a fresh --workdir")
+            raise UnreadableCheckpoint(f"checkpoint {self.step_dir(step)} cannot be read "
+                                       f"({type(cause).__name__}: {_first_line(cause)}); {advice}") from exc
 
     def check_compatible(self, step: int, config: ml_collections.ConfigDict, abstract_state: Any) -> None:
-        """Raises ArchitectureMismatch if checkpoint `step` cannot load into this model."""
-        lines = []
-        config_path = self.workdir / "config.json"
-        if config_path.exists():
-            lines += config_differences(json.loads(config_path.read_text(encoding="utf-8")), config)
-        metadata = self.manager.item_metadata(step)[STATE_ITEM]
-        lines += shape_differences(metadata, abstract_state)
+        """Raises ArchitectureMismatch if checkpoint `step` cannot load into this model and optimizer.
+
+        A changed network names its config keys and arrays; a changed
+        optimizer or EMA (whose state alone no longer fits) names the
+        `config.optim` keys that differ.
+        """
+        stored = self.stored_config()
+        lines = config_differences(stored, config) if stored is not None else []
+        with self.reading(step):
+            metadata = self.manager.item_metadata(step)[STATE_ITEM]
+        shapes = shape_differences(metadata, abstract_state)
+        if shapes and not lines and not any(line.startswith("params.") for line in shapes):
+            changed = optimizer_differences(stored, config) if stored is not None else []
+            raise ArchitectureMismatch(
+                f"checkpoint {self.step_dir(step)} holds optimizer and EMA state that does not fit the configured "
+                f"optimizer ({'; '.join(changed) or f'{len(shapes)} array(s) differ'}): these settings cannot "
+                "change on resume; keep the checkpoint's values, or fine-tune its weights in a fresh --workdir "
+                f"with --config.train.init_from={self.workdir}")
+        lines += shapes
         if lines:
             shown = "\n  ".join(lines[:40]) + ("\n  ..." if len(lines) > 40 else "")
             raise ArchitectureMismatch(
-                f"checkpoint {self.workdir / 'checkpoints' / str(step)} does not fit the configured model "
+                f"checkpoint {self.step_dir(step)} does not fit the configured model "
                 f"({len(lines)} difference(s)); use a fresh --workdir or the checkpoint's config:\n  {shown}")
 
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
@@ -248,9 +327,13 @@ class Checkpointer:
 
         Returns:
           (state, data_state).
+
+        Raises:
+          UnreadableCheckpoint: its files cannot be read.
         """
-        restored = self.manager.restore(step, args=ocp.args.Composite(**{
-            STATE_ITEM: ocp.args.StandardRestore(abstract_state), DATA_ITEM: ocp.args.JsonRestore()}))
+        with self.reading(step):
+            restored = self.manager.restore(step, args=ocp.args.Composite(**{
+                STATE_ITEM: ocp.args.StandardRestore(abstract_state), DATA_ITEM: ocp.args.JsonRestore()}))
         return restored[STATE_ITEM], restored[DATA_ITEM]
 
     def restore_part(self, step: int, partial_state: Any) -> Any:
@@ -269,12 +352,14 @@ class Checkpointer:
         restore_args = jax.tree_util.tree_map(
             lambda leaf: ocp.ArrayRestoreArgs(sharding=leaf.sharding, global_shape=leaf.shape, dtype=leaf.dtype)
             if isinstance(leaf, jax.ShapeDtypeStruct) else leaf, partial_state)
-        with ocp.PyTreeCheckpointer() as reader:
+        with self.reading(step), ocp.PyTreeCheckpointer() as reader:
             return reader.restore(path, args=ocp.args.PyTreeRestore(item=partial_state, restore_args=restore_args))
 
     def data_state(self, step: int) -> dict[str, Any]:
         """The input pipeline position saved with checkpoint `step` (read without the arrays)."""
-        return self.manager.restore(step, args=ocp.args.Composite(**{DATA_ITEM: ocp.args.JsonRestore()}))[DATA_ITEM]
+        with self.reading(step):
+            return self.manager.restore(step, args=ocp.args.Composite(**{DATA_ITEM: ocp.args.JsonRestore()}))[
+                DATA_ITEM]
 
     def wait(self) -> None:
         """Blocks until any background save is finalised."""

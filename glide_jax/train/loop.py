@@ -130,6 +130,7 @@ def _initial_state(run: Run) -> state_lib.TrainState:
     state, _ = state_lib.create_train_state(config, run.model, optimizer, factory.example_inputs(config, 1),
                                             run.mesh)
     if config.train.init_from is None:
+        log.info("initialised from scratch (train.seed = %d)", config.train.seed)
         return state
     source_config, pretrained = finetune.load_pretrained(config.train.init_from)
     params = finetune.merge_pretrained(state.params, pretrained, source_kind=source_config.model.kind,
@@ -152,12 +153,13 @@ def restore_or_initialize(run: Run) -> tuple[state_lib.TrainState, dict | None]:
       (state, data_state): data_state is the input pipeline position of the
       checkpoint, or None for a fresh run.
 
+    The caller has checked the checkpoint with `check_resume`.
+
     Raises:
-      checkpointing.ArchitectureMismatch: if the checkpoint does not fit.
+      checkpointing.UnreadableCheckpoint: its files cannot be read.
     """
     latest = run.checkpointer.latest_step()
     if latest is not None:
-        check_resume(run, latest)
         state, data_state = run.checkpointer.restore(latest, run.abstract_state)
         log.info("resumed from step %d", latest)
     else:
@@ -166,8 +168,8 @@ def restore_or_initialize(run: Run) -> tuple[state_lib.TrainState, dict | None]:
 
 
 def check_resume(run: Run, step: int) -> None:
-    """Before restoring checkpoint `step`: it must fit the model and the batch order (errors);
-    changed training settings are logged as warnings."""
+    """Before restoring checkpoint `step`: it must fit the model, the optimizer and the batch order
+    (errors naming the config keys); changed training settings are logged as warnings."""
     run.checkpointer.check_compatible(step, run.config, run.abstract_state)
     stored = run.checkpointer.stored_config()
     if stored is not None:
@@ -181,9 +183,10 @@ def _flush(pending: list, writer: metrics_lib.MetricsWriter, step: int, last_sav
     for (at, _), values in zip(pending, fetched):
         bad = {k: float(values[k]) for k in ("loss", "grad_norm") if k in values and not math.isfinite(values[k])}
         if bad:
+            saved = f"last good checkpoint: step {last_saved}" if last_saved is not None else "none saved yet"
             raise NonFiniteLossError(
                 f"non-finite {', '.join(f'{k}={v}' for k, v in bad.items())} at step {at}; no checkpoint was "
-                f"written from this state (last good checkpoint: step {last_saved})")
+                f"written from this state ({saved})")
     mean = {k: float(np.mean([values[k] for values in fetched])) for k in fetched[-1]}
     return writer.write(step, metrics_lib.ratio_metrics(mean))
 
@@ -282,7 +285,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                 log.warning("the checkpoint is at step %d, which train.num_steps = %d does not exceed: nothing "
                             "to train (raise --config.train.num_steps to go on)", latest, config.train.num_steps)
                 return {}
-            if latest is None and config.train.init_from is not None:
+            if latest is not None:  # the model, the optimizer and the batch order: before any array is read
+                check_resume(run, latest)
+            elif config.train.init_from is not None:
                 finetune.resolve_init_from(config.train.init_from)  # a bad path fails before any compile
             data_axes = nn.logical_to_mesh_axes(("batch",), sharding_lib.logical_rules(config.mesh))[0]
             data_axes = (data_axes,) if isinstance(data_axes, str) else tuple(data_axes or ())

@@ -8,6 +8,7 @@ once. Rows go to `workdir/metrics.jsonl` (one JSON object per line, with
 from __future__ import annotations
 
 import json
+import logging
 import math
 import pathlib
 import time
@@ -15,6 +16,8 @@ from typing import Any, Mapping
 
 import numpy as np
 import tqdm
+
+_LOG = logging.getLogger(__name__)
 
 
 def truncate_rows(path: pathlib.Path, last_step: int) -> int:
@@ -58,7 +61,8 @@ class MetricsWriter:
         self.enabled = enabled
         self.batch_size = batch_size
         self._last_time = time.perf_counter()
-        self._last_step = start_step
+        self._last_step = self._start_step = start_step
+        self._timing = False  # rates are measured from the end of the first step (which compiles)
         self._jsonl = None
         self._tb = None
         self._bar = None
@@ -72,19 +76,26 @@ class MetricsWriter:
         self._jsonl = open(path, "a", encoding="utf-8")
         from tensorboardX import SummaryWriter  # imported lazily: slow import, process 0 only
 
-        # On resume, TensorBoard hides the previous run's events past the
-        # checkpoint's step: this run logs those steps again.
-        self._tb = SummaryWriter(str(workdir / "tensorboard"), purge_step=start_step + 1 if start_step else None)
+        # TensorBoard hides the earlier events past the step the run starts
+        # from (a resume, or a restart before the first checkpoint): this run
+        # logs those steps again.
+        self._tb = SummaryWriter(str(workdir / "tensorboard"), purge_step=start_step + 1)
         if progress_bar:
             self._bar = tqdm.tqdm(total=num_steps, initial=start_step, unit="step", dynamic_ncols=True)
 
     def step_done(self, step: int) -> None:
-        """Advances the progress bar to `step`."""
+        """Step `step` is under way and the one before it is finished: advances the bar to `step`."""
+        if not self._timing and step >= self._start_step + 2:  # the compiling first step is done
+            self._timing = True
+            self._last_time, self._last_step = time.perf_counter(), step - 1
         if self._bar is not None:
             self._bar.update(step - self._bar.n)
 
     def write(self, step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
         """Writes one row; adds steps_per_sec and images_per_sec since the last row.
+
+        The rates leave out the run's first step, which compiles: a row
+        before `step_done` has seen it finish has none.
 
         Args:
           step: the optimizer step the metrics belong to.
@@ -95,7 +106,7 @@ class MetricsWriter:
         """
         now = time.perf_counter()
         elapsed = max(now - self._last_time, 1e-9)
-        steps = max(step - self._last_step, 0)
+        steps = max(step - self._last_step, 0) if self._timing else 0
         row = {name: float(np.asarray(value)) for name, value in metrics.items()}
         if steps:
             row["steps_per_sec"] = steps / elapsed
@@ -108,11 +119,13 @@ class MetricsWriter:
         for name, value in row.items():
             self._tb.add_scalar(name, value, step)
         self._tb.flush()
+        shown = {"loss": row.get("loss", float("nan"))}
+        if steps:
+            shown.update(**{"step/s": row["steps_per_sec"], "img/s": row["images_per_sec"]})
         if self._bar is not None:
-            shown = {"loss": row.get("loss", float("nan"))}
-            if steps:
-                shown.update(**{"step/s": row["steps_per_sec"], "img/s": row["images_per_sec"]})
             self._bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()})
+        else:  # no bar (a batch job's log): one line a row
+            _LOG.info("step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
         return row
 
     def write_image(self, step: int, name: str, image: np.ndarray) -> None:

@@ -125,7 +125,7 @@ def test_checkpoint_errors_name_the_problem(tiny_checkpoints, tmp_path):
                                             r"model makes 16 px"):
         load_pipeline(tiny_checkpoints["base"], upsample=save_tiny(tmp_path / "up8", other))
     (tmp_path / "fresh_run" / "checkpoints").mkdir(parents=True)
-    with pytest.raises(SamplingError, match=r"fresh_run is a training workdir with no export/ yet"):
+    with pytest.raises(SamplingError, match=r"fresh_run is a training workdir that has saved no checkpoint yet"):
         load_pipeline(tmp_path / "fresh_run")
     truncated = shutil.copytree(tiny_checkpoints["base"], tmp_path / "truncated")
     (truncated / "params.npz").write_bytes((truncated / "params.npz").read_bytes()[:1000])

@@ -81,7 +81,7 @@ def test_notebook_mistakes_get_a_clear_answer(tiny_checkpoints, tmp_path):
         checkpoints.load_model(export / checkpoints.PARAMS_FILE)
     workdir = tmp_path / "run"
     shutil.copytree(export, workdir / checkpoints.EXPORT_DIR)
-    (workdir / "checkpoints").mkdir()
+    (workdir / "checkpoints" / "300").mkdir(parents=True)
     config, _ = checkpoints.load_model(workdir)  # a training workdir: its export
     assert config.model.kind == "base"
     shutil.rmtree(workdir / checkpoints.EXPORT_DIR)

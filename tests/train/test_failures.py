@@ -165,3 +165,79 @@ def test_a_misspelt_key_set_in_python_is_refused(make_config, tmp_path):
     with pytest.raises(config_lib.ConfigError, match=r"did you mean train\.num_steps\?"):
         loop.train_and_evaluate(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def _damaged_copy(workdir: pathlib.Path, copy: pathlib.Path, damage: str) -> pathlib.Path:
+    import shutil
+
+    shutil.copytree(workdir, copy)
+    state = copy / "checkpoints" / "12" / "state"
+    if damage == "array":  # a truncated data file: the metadata reads, the arrays do not
+        biggest = max((p for p in state.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+        with open(biggest, "r+b") as f:
+            f.truncate(100)
+    elif damage == "metadata":
+        (state / "_METADATA").write_text("not json")
+    elif damage == "deleted":
+        shutil.rmtree(state)
+    return copy
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # Orbax's abandoned reads
+@pytest.mark.parametrize("damage", ["array", "metadata", "deleted"])
+def test_a_damaged_checkpoint_is_named_with_the_one_to_resume_from(base_run, tmp_path, damage):
+    workdir, config, _ = base_run
+    copy = _damaged_copy(workdir, tmp_path / "run", damage)
+    longer = config.copy_and_resolve_references()
+    longer.train.num_steps = 20
+    with pytest.raises(checkpointing.UnreadableCheckpoint,
+                       match=rf"checkpoint {re.escape(str(copy))}/checkpoints/12 cannot be read \(.+\); move it out "
+                             rf"of {re.escape(str(copy))}/checkpoints to resume from step 6, the newest before it"):
+        loop.train_and_evaluate(longer, copy)
+
+
+def test_a_damaged_checkpoint_is_one_line_from_train_py(base_run, tmp_path, shapes_dir):
+    """Orbax's abandoned reads of the other arrays print nothing after the error."""
+    workdir, _, _ = base_run
+    copy = _damaged_copy(workdir, tmp_path / "run", "array")
+    config_file = tmp_path / "tiny.py"
+    config_file.write_text("from tests.train.conftest import tiny_config\n\n\ndef get_config():\n"
+                           f"    return tiny_config('base', {str(shapes_dir)!r})\n")
+    result = subprocess.run([sys.executable, "train.py", "--config", str(config_file), "--workdir", str(copy),
+                             "--config.train.num_steps=20"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: checkpoint {copy}/checkpoints/12 cannot be read")
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+
+
+def test_a_damaged_config_json_says_how_to_go_on(base_run, tmp_path):
+    import shutil
+
+    workdir, config, _ = base_run
+    copy = shutil.copytree(workdir, tmp_path / "run")
+    (copy / "config.json").write_text('{"model": {"kind": "ba')
+    with pytest.raises(config_lib.ConfigError, match=r"config.json is damaged \(.+\); delete it to resume"):
+        loop.train_and_evaluate(config.copy_and_resolve_references(), copy)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("grad_clip_norm", None, "config.optim.grad_clip_norm: checkpoint 1.0 -> config None"),
+    ("ema_rates", (0.9,), "config.optim.ema_rates: checkpoint [0.9, 0.99] -> config [0.9]"),
+])
+def test_a_changed_optimizer_state_names_its_key(base_run, key, value, message):
+    workdir, config, _ = base_run
+    changed = config.copy_and_resolve_references()
+    changed.optim[key] = value
+    changed.train.num_steps = 20
+    with pytest.raises(checkpointing.ArchitectureMismatch, match=r"holds optimizer and EMA state that does not fit "
+                                                                 r"the configured optimizer \(" + re.escape(message)):
+        loop.train_and_evaluate(changed, workdir)
+
+
+def test_a_changed_batch_size_names_the_config_key(base_run):
+    workdir, config, _ = base_run
+    bigger = config.copy_and_resolve_references()
+    bigger.data.batch_size = 16
+    bigger.train.num_steps = 20
+    with pytest.raises(config_lib.ConfigError, match=r"config\.data\.batch_size = 16, but the checkpoint's run used 8"):
+        loop.train_and_evaluate(bigger, workdir)

@@ -84,7 +84,11 @@ def test_init_from_reads_export_or_workdir(tmp_path, make_config):
         np.testing.assert_array_equal(loaded["out_conv"]["kernel"], params["out_conv"]["kernel"])
     with pytest.raises(finetune.InitFromError, match="no exported model"):
         finetune.resolve_init_from(tmp_path / "nowhere")
-    (tmp_path / "unexported" / "checkpoints").mkdir(parents=True)  # trained with train.export_ema=False
+    (tmp_path / "unexported" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(finetune.InitFromError, match=r"unexported is a training workdir that has saved no "
+                                                     r"checkpoint yet"):
+        finetune.resolve_init_from(tmp_path / "unexported")
+    (tmp_path / "unexported" / "checkpoints" / "300").mkdir()  # trained with train.export_ema=False
     with pytest.raises(finetune.InitFromError, match=r"unexported is a training workdir with no export/ yet: .* "
                                                      r"python -m glide_jax.train.export --workdir"):
         finetune.resolve_init_from(tmp_path / "unexported")

@@ -42,6 +42,21 @@ def test_a_resumed_run_drops_the_rows_it_logs_again(tmp_path):
     assert not (tmp_path / "metrics.jsonl.tmp").exists()
 
 
+def test_rates_leave_out_the_compiling_first_step_and_rows_are_logged_without_a_bar(tmp_path, caplog):
+    import logging
+
+    writer = metrics.MetricsWriter(tmp_path, num_steps=10, start_step=0, batch_size=2, progress_bar=False)
+    writer.step_done(1)
+    with caplog.at_level(logging.INFO, logger="glide_jax.train.metrics"):
+        first = writer.write(1, {"loss": 0.5})  # step 1 (compiling) may not be finished: no rate
+        for step in (2, 3):
+            writer.step_done(step)  # step 2 under way: step 1 finished, the clock starts
+        third = writer.write(3, {"loss": 0.25})
+    writer.close()
+    assert "steps_per_sec" not in first and third["images_per_sec"] == 2 * third["steps_per_sec"] > 0
+    assert [r.getMessage().split(",")[0] for r in caplog.records] == ["step 1: loss 0.5", "step 3: loss 0.25"]
+
+
 def test_run_writes_checkpoints_exports_and_grid(base_run):
     workdir, config, row = base_run
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["12", "6"]
