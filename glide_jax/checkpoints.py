@@ -35,6 +35,8 @@ from glide_jax import config as config_lib
 CONFIG_FILE = "config.json"
 PARAMS_FILE = "params.npz"
 TOKENIZER_FILE = "tokenizer.model"
+# Where an export came from (training workdir, step, EMA rate); written by glide_jax.train.
+ORIGIN_FILE = "origin.json"
 # A training workdir keeps the EMA export of its latest checkpoint here.
 EXPORT_DIR = "export"
 _SEP = "/"
@@ -54,7 +56,7 @@ def _tuples(value: Any) -> Any:
 
 
 def save_model(directory: str | pathlib.Path, config: ml_collections.ConfigDict,
-               params: Mapping[str, Any]) -> pathlib.Path:
+               params: Mapping[str, Any], origin: Mapping[str, Any] | None = None) -> pathlib.Path:
     """Writes `config.json` and float32 `params.npz` into `directory`.
 
     Args:
@@ -62,6 +64,9 @@ def save_model(directory: str | pathlib.Path, config: ml_collections.ConfigDict,
       config: the full config the params belong to.
       params: the Flax params tree (with or without a top-level "params" key;
         logical-partitioning boxes are unboxed; arrays may be sharded).
+      origin: JSON-able facts about where the params come from (training
+        writes {"workdir", "step", "ema_rate"}), kept in `origin.json`; None
+        removes an earlier model's.
 
     Returns:
       The directory path.
@@ -78,7 +83,22 @@ def save_model(directory: str | pathlib.Path, config: ml_collections.ConfigDict,
     tmp = directory / (PARAMS_FILE + ".tmp.npz")
     np.savez(tmp, **arrays)
     tmp.replace(directory / PARAMS_FILE)
+    if origin is None:
+        (directory / ORIGIN_FILE).unlink(missing_ok=True)
+    else:
+        tmp = directory / (ORIGIN_FILE + ".tmp")
+        tmp.write_text(json.dumps(dict(origin), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        tmp.replace(directory / ORIGIN_FILE)
     return directory
+
+
+def load_origin(directory: str | pathlib.Path) -> dict[str, Any] | None:
+    """An export's `origin.json` (training workdir, step, EMA rate), or None if it has none or it is unreadable."""
+    try:
+        origin = json.loads((pathlib.Path(directory) / ORIGIN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return origin if isinstance(origin, dict) else None
 
 
 def resolve_export(path: str | pathlib.Path) -> pathlib.Path:

@@ -202,7 +202,7 @@ def _run_record(args, pipe, prompts, sample_config, inpaint, image_size: int) ->
     """settings.json: what ran, on what, with which settings and software."""
     import jax  # pylint: disable=import-outside-toplevel
 
-    from glide_jax import __version__  # pylint: disable=import-outside-toplevel
+    from glide_jax import __version__, checkpoints  # pylint: disable=import-outside-toplevel
 
     sample = sample_config.to_dict()
     if pipe.clip is not None:
@@ -219,6 +219,8 @@ def _run_record(args, pipe, prompts, sample_config, inpaint, image_size: int) ->
         num_samples=args.num_samples,
         checkpoints={model.name: _absolute(model.path) for model in models},
         checkpoint_files={model.name: _file_identity(model.path) for model in models},
+        # Training exports name their run, step and EMA rate (None: another source).
+        checkpoint_origins={model.name: checkpoints.load_origin(model.path) for model in models},
         image=_absolute(args.image), mask=_absolute(args.mask),
         mask_convention="white = keep, black = generate",
         sample=sample,

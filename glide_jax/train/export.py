@@ -53,12 +53,18 @@ def _rate_index(rates: Sequence[float], rate: float) -> int:
     raise ValueError(f"--ema-rate {rate}: the run tracks config.optim.ema_rates = {tuple(rates)} (or 0 for raw)")
 
 
-def write_export(output: str | pathlib.Path, config: ml_collections.ConfigDict, params: Any) -> pathlib.Path:
-    """Gathers `params` to the host and saves them with their config (process 0 writes)."""
+def write_export(output: str | pathlib.Path, config: ml_collections.ConfigDict, params: Any, *,
+                 workdir: str | pathlib.Path, step: int, ema_rate: float) -> pathlib.Path:
+    """Gathers `params` to the host and saves them with their config (process 0 writes).
+
+    `origin.json` records the training `workdir`, the checkpoint `step` and
+    the `ema_rate` (0: the raw parameters) the params come from.
+    """
     host_params = runtime.gather_to_host(params)
     if jax.process_index() != 0:
         return pathlib.Path(output)
-    return checkpoints.save_model(output, config, host_params)
+    origin = {"workdir": str(pathlib.Path(workdir).absolute()), "step": int(step), "ema_rate": float(ema_rate)}
+    return checkpoints.save_model(output, config, host_params, origin=origin)
 
 
 def check_output(output: str | pathlib.Path, config: ml_collections.ConfigDict, force: bool = False) -> None:
@@ -149,10 +155,12 @@ def export_from_workdir(workdir: str | pathlib.Path, output: str | pathlib.Path,
                                                      optim.create_optimizer(local), factory.example_inputs(local, 1),
                                                      mesh)
         wanted = _pick(abstract, rates, ema_rate, placeholder=ocp.PLACEHOLDER)
-        state = ckpt.restore_part(saved[-1] if step is None else step, wanted)
+        step = saved[-1] if step is None else step
+        state = ckpt.restore_part(step, wanted)
     finally:
         ckpt.close()
-    return write_export(output, config, ema_params_for_rate(state, rates, ema_rate))
+    return write_export(output, config, ema_params_for_rate(state, rates, ema_rate), workdir=workdir, step=step,
+                        ema_rate=rates[0] if ema_rate is None else ema_rate)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -194,7 +194,8 @@ def _flush(pending: list, writer: metrics_lib.MetricsWriter, step: int, last_sav
 def _save(run: Run, state: state_lib.TrainState, pipeline: Any, step: int) -> None:
     run.checkpointer.save(step, state, pipeline.state())
     if run.config.train.export_ema:
-        export_lib.write_export(run.workdir / export_lib.EXPORT_DIR, run.config, state.ema_params[0])
+        export_lib.write_export(run.workdir / export_lib.EXPORT_DIR, run.config, state.ema_params[0],
+                                workdir=run.workdir, step=step, ema_rate=run.config.optim.ema_rates[0])
 
 
 def _grid_maker(run: Run, pipeline: Any) -> tuple[samples.SampleGridMaker | None, dict | None]:

@@ -198,6 +198,7 @@ def test_settings_record_what_ran_and_unused_flags_warn(tiny_checkpoints, tmp_pa
     assert settings["sample"]["upsample_temp"] is None and settings["grid_cols"] == 5
     assert settings["dtypes"] == {"base": "float32"} and settings["backend"] == "cpu"
     assert settings["checkpoint_files"]["base"]["params_bytes"] > 0
+    assert settings["checkpoint_origins"] == {"base": None}  # saved by hand, not exported by training
     assert _read(out / "grid.png").shape == (20, 20, 3)  # one 16 px tile: --grid-cols is capped at the count
 
 

@@ -76,6 +76,12 @@ def test_run_writes_checkpoints_exports_and_grid(base_run):
     np.testing.assert_array_equal(flat(params), flat(first))
     assert not np.array_equal(flat(params), flat(params_second))
     assert not np.array_equal(flat(params), flat(raw))
+    origin = lambda rate: {"workdir": str(workdir.absolute()), "step": 12, "ema_rate": rate}  # noqa: E731
+    assert checkpoints.load_origin(workdir / "export") == origin(config.optim.ema_rates[0])
+    assert checkpoints.load_origin(workdir / "export_ema2") == origin(config.optim.ema_rates[1])
+    assert checkpoints.load_origin(workdir / "export_raw") == origin(0.0)
+    checkpoints.save_model(workdir / "export_raw", config, raw)  # a model of another source: no origin
+    assert checkpoints.load_origin(workdir / "export_raw") is None
 
 
 def test_export_never_overwrites_a_run_or_another_model(base_run, tmp_path, capsys):
