@@ -234,6 +234,12 @@ def train_defaults() -> ml_collections.ConfigDict:
             sample_sampler="ddim",  # ddim | ddpm (for the grid)
             sample_guidance_scale=3.0,  # classifier-free guidance for the grid
             sample_seed=0,  # noise seed of the grid, fixed so grids compare
+            # Held-out loss of the raw and first-EMA parameters on eval_batches
+            # fixed batches of eval_split (same timesteps and noise each time,
+            # so the curve compares); None = never.
+            eval_every=optional_field(int),
+            eval_batches=4,  # batches of data.batch_size per evaluation
+            eval_split="validation",  # folder datasets: set data.folder_validation_fraction
             init_from=optional_field(str),  # exported model (or workdir) to fine-tune from
             distributed=False,  # call jax.distributed.initialize() (multi-host)
             # Multi-host set-up where no cluster (SLURM, Open MPI, Kubernetes, Cloud
@@ -460,6 +466,11 @@ def _validate_train(config) -> None:
                 "train.keep_checkpoints", "train.sample_steps"):
         _check_positive_int(config, key)
     _check_positive_int(config, "train.sample_every", allow_none=True)
+    _check_positive_int(config, "train.eval_every", allow_none=True)
+    _check_positive_int(config, "train.eval_batches")
+    split = _get(config, "train.eval_split")
+    if not isinstance(split, str) or not split.strip():
+        _fail("train.eval_split", split, "must be the name of a dataset split, such as 'validation'")
     seed = _get(config, "train.seed")
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
         _fail("train.seed", seed, "must be an integer in [0, 2**32): a PRNG key holds 32 bits")

@@ -90,8 +90,31 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 # The config.optim keys that shape the optimizer and EMA state: clipping on or
-# off adds or drops a part of the optax chain, and each EMA rate keeps a tree.
+# off adds or drops a stateless part of the optax chain, and each EMA rate
+# keeps a tree. A resume carries the state over (`stored_optimizer_config`).
 OPTIMIZER_STATE_KEYS = ("grad_clip_norm", "ema_rates")
+
+
+def stored_optimizer_config(stored: dict[str, Any] | None,
+                            config: ml_collections.ConfigDict) -> ml_collections.ConfigDict | None:
+    """`config` with the checkpoint's OPTIMIZER_STATE_KEYS, if any differ from it; else None.
+
+    Its optimizer and EMA state has the shapes of the checkpoint's, so it is
+    the restore target when a run resumes with clipping switched or EMA rates
+    changed.
+    """
+    old = (stored or {}).get("optim", {})
+    changes = {}
+    if "grad_clip_norm" in old and old["grad_clip_norm"] != config.optim.grad_clip_norm:
+        changes["grad_clip_norm"] = old["grad_clip_norm"]
+    if "ema_rates" in old and tuple(old["ema_rates"]) != tuple(config.optim.ema_rates):
+        changes["ema_rates"] = tuple(float(rate) for rate in old["ema_rates"])
+    if not changes:
+        return None
+    previous = config.copy_and_resolve_references()
+    with previous.unlocked():
+        previous.optim.update(changes)
+    return previous
 
 
 def optimizer_differences(stored: dict[str, Any], config: ml_collections.ConfigDict) -> list[str]:
@@ -312,9 +335,9 @@ class Checkpointer:
             changed = optimizer_differences(stored, config) if stored is not None else []
             raise ArchitectureMismatch(
                 f"checkpoint {self.step_dir(step)} holds optimizer and EMA state that does not fit the configured "
-                f"optimizer ({'; '.join(changed) or f'{len(shapes)} array(s) differ'}): these settings cannot "
-                "change on resume; keep the checkpoint's values, or fine-tune its weights in a fresh --workdir "
-                f"with --config.train.init_from={self.workdir}")
+                f"optimizer ({'; '.join(changed) or f'{len(shapes)} array(s) differ'}); resume with the "
+                "checkpoint's optimizer settings, or fine-tune its weights in a fresh --workdir with "
+                f"--config.train.init_from={self.workdir}")
         lines += shapes
         if lines:
             shown = "\n  ".join(lines[:40]) + ("\n  ..." if len(lines) > 40 else "")

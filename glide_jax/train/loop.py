@@ -27,6 +27,7 @@ import logging
 import math
 import pathlib
 import signal
+import time
 from typing import Any
 
 import flax.linen as nn
@@ -104,6 +105,10 @@ class Run:
     train_step: Any
     checkpointer: checkpointing.Checkpointer
     is_primary: bool
+    # The checkpoint's abstract state when its optimizer or EMA rates differ
+    # from the config's (set by check_resume; restore_or_initialize adapts it).
+    resume_target: Any = None
+    resume_ema_rates: tuple[float, ...] = ()
 
 
 def build_run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Run:
@@ -160,21 +165,62 @@ def restore_or_initialize(run: Run) -> tuple[state_lib.TrainState, dict | None]:
     """
     latest = run.checkpointer.latest_step()
     if latest is not None:
-        state, data_state = run.checkpointer.restore(latest, run.abstract_state)
+        target = run.abstract_state if run.resume_target is None else run.resume_target
+        state, data_state = run.checkpointer.restore(latest, target)
+        if run.resume_target is not None:
+            state = _carry_over_optimizer(run, state)
         log.info("resumed from step %d", latest)
     else:
         state, data_state = _initial_state(run), None
     return state, data_state
 
 
-def check_resume(run: Run, step: int) -> None:
+def check_resume(run: Run, step: int, warn: bool = True) -> None:
     """Before restoring checkpoint `step`: it must fit the model, the optimizer and the batch order
-    (errors naming the config keys); changed training settings are logged as warnings."""
-    run.checkpointer.check_compatible(step, run.config, run.abstract_state)
+    (errors naming the config keys); changed training settings are logged as warnings.
+
+    Clipping switched on or off and changed EMA rates are carried over: the
+    checkpoint is checked against (and later restored into) a state with its
+    own optimizer settings, which `restore_or_initialize` then adapts.
+    `warn=False` only checks (a run with nothing left to train).
+    """
     stored = run.checkpointer.stored_config()
+    previous = checkpointing.stored_optimizer_config(stored, run.config)
+    target = run.abstract_state
+    if previous is not None:
+        target = state_lib.abstract_train_state(previous, run.model, optim.create_optimizer(previous),
+                                                factory.example_inputs(previous, 1), run.mesh)[1]
+    run.checkpointer.check_compatible(step, run.config, target)
+    if previous is not None:
+        run.resume_target, run.resume_ema_rates = target, tuple(previous.optim.ema_rates)
+    if not warn:
+        return
+    if previous is not None:
+        for line in checkpointing.optimizer_differences(stored, run.config):
+            log.warning("resuming at step %d: %s: the optimizer state carries over", step, line)
+        for rate in run.config.optim.ema_rates:
+            if rate not in run.resume_ema_rates:
+                log.warning("resuming at step %d: the EMA of rate %s starts from the parameters at this step",
+                            step, rate)
     if stored is not None:
         for warning in checkpointing.check_resumable(stored, run.config, step):
             log.warning("resuming at step %d: %s", step, warning)
+
+
+def _carry_over_optimizer(run: Run, restored: state_lib.TrainState) -> state_lib.TrainState:
+    """A state restored with the checkpoint's optimizer settings, in the config's.
+
+    Switching clipping adds or drops a stateless transformation, so the
+    optimizer's arrays are the same, in the same order, in another tree.
+    EMA trees are kept by rate; a new rate starts from a copy of the params.
+    """
+    new_opt = jax.tree_util.tree_structure(run.abstract_state.opt_state)
+    opt_state = jax.tree_util.tree_unflatten(new_opt, jax.tree_util.tree_leaves(restored.opt_state))
+    copy = jax.jit(lambda tree: jax.tree_util.tree_map(jax.numpy.copy, tree),
+                   out_shardings=run.state_shardings.params)  # donated later: no buffer may appear twice
+    emas = tuple(restored.ema_params[run.resume_ema_rates.index(rate)] if rate in run.resume_ema_rates
+                 else copy(restored.params) for rate in run.config.optim.ema_rates)
+    return restored.replace(opt_state=opt_state, ema_params=emas)
 
 
 def _flush(pending: list, writer: metrics_lib.MetricsWriter, step: int, last_saved: int | None) -> dict:
@@ -198,6 +244,50 @@ def _save(run: Run, state: state_lib.TrainState, pipeline: Any, step: int) -> No
                                 workdir=run.workdir, step=step, ema_rate=run.config.optim.ema_rates[0])
 
 
+def batch_axes(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The mesh axes the batch dimension is split over (config.mesh.rules' "batch")."""
+    axes = nn.logical_to_mesh_axes(("batch",), sharding_lib.logical_rules(config.mesh))[0]
+    return (axes,) if isinstance(axes, str) else tuple(axes or ())
+
+
+class Evaluator:
+    """The held-out loss of `config.train.eval_batches` fixed batches of `train.eval_split`.
+
+    The batches are read once, at the start, and kept on the devices; each
+    evaluation draws the same timesteps and noise, so successive values
+    differ only by the parameters. Both the raw parameters ("eval/") and the
+    first EMA tree ("eval_ema/", the exported one) are measured, without
+    dropout.
+    """
+
+    def __init__(self, run: Run, create_input_pipeline: Any, data_axes: tuple[str, ...]):
+        config = run.config
+        split = config.train.eval_split
+        try:
+            pipeline = create_input_pipeline(config, split=split, mesh=run.mesh, data_axes=data_axes,
+                                             seed=int(config.train.seed))
+        except ValueError as err:
+            if isinstance(err, config_lib.ConfigError) or f"split {split!r} not in" not in str(err):
+                raise
+            hint = (" (hold one out with data.folder_validation_fraction)" if config.data.dataset == "folder"
+                    else "")
+            raise config_lib.ConfigError(f"config.train.eval_split = {split!r}: {err}{hint}") from None
+        self.batches = [next(pipeline) for _ in range(int(config.train.eval_batches))]
+        loss_fn = losses.create_loss_fn(config, run.model, run.diffusion, deterministic=True)
+        self.step = step_lib.jit_eval_step(loss_fn, run.state_shardings.params, run.batch_sharding, config.mesh)
+        self.key = jax.random.PRNGKey(int(config.train.seed))
+
+    def __call__(self, state: state_lib.TrainState) -> dict[str, float]:
+        """{"eval/loss": ..., "eval_ema/loss": ..., with every loss term}, means over the batches."""
+        row = {}
+        for prefix, params in (("eval", state.params), ("eval_ema", state.ema_params[0])):
+            fetched = jax.device_get([self.step(params, batch, jax.random.fold_in(self.key, index))
+                                      for index, batch in enumerate(self.batches)])
+            mean = metrics_lib.ratio_metrics({k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]})
+            row.update({f"{prefix}/{name}": value for name, value in mean.items()})
+        return row
+
+
 def _grid_maker(run: Run, pipeline: Any) -> tuple[samples.SampleGridMaker | None, dict | None]:
     """The sample-grid sampler (None for CLIP or when disabled) and the first batch, if taken."""
     if run.config.train.sample_every is None or run.config.model.kind == "clip":
@@ -214,7 +304,7 @@ def _grid_maker(run: Run, pipeline: Any) -> tuple[samples.SampleGridMaker | None
 
 
 def _train_loop(run: Run, state: Any, pipeline: Any, writer: metrics_lib.MetricsWriter,
-                stop: runtime.StopSignal) -> tuple[Any, dict, int | None]:
+                stop: runtime.StopSignal, evaluate: Evaluator | None = None) -> tuple[Any, dict, int | None]:
     """Trains to num_steps: (state, last metrics row, the step saved if a stop signal ended it, else None)."""
     cfg = run.config.train
     step = int(jax.device_get(state.step))
@@ -241,6 +331,9 @@ def _train_loop(run: Run, state: Any, pipeline: Any, writer: metrics_lib.Metrics
         if saving:
             _save(run, state, pipeline, step)
             last_saved = step
+        if evaluate is not None and (step % cfg.eval_every == 0 or step == cfg.num_steps):
+            started = time.perf_counter()
+            writer.write_eval(step, evaluate(state), time.perf_counter() - started)
         if grid_maker is not None and step % cfg.sample_every == 0:
             grid = grid_maker(state.ema_params[0])
             if run.is_primary:
@@ -282,7 +375,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         try:
             latest = run.checkpointer.latest_step()
             if latest is not None and latest >= config.train.num_steps:
-                run.checkpointer.check_compatible(latest, run.config, run.abstract_state)
+                check_resume(run, latest, warn=False)
                 log.warning("the checkpoint is at step %d, which train.num_steps = %d does not exceed: nothing "
                             "to train (raise --config.train.num_steps to go on)", latest, config.train.num_steps)
                 return {}
@@ -290,10 +383,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                 check_resume(run, latest)
             elif config.train.init_from is not None:
                 finetune.resolve_init_from(config.train.init_from)  # a bad path fails before any compile
-            data_axes = nn.logical_to_mesh_axes(("batch",), sharding_lib.logical_rules(config.mesh))[0]
-            data_axes = (data_axes,) if isinstance(data_axes, str) else tuple(data_axes or ())
+            data_axes = batch_axes(config)
             pipeline = create_input_pipeline(config, split="train", mesh=run.mesh, data_axes=data_axes,
                                              seed=int(config.train.seed))
+            evaluate = (Evaluator(run, create_input_pipeline, data_axes)
+                        if config.train.eval_every is not None else None)
             strict = bool(config.train.strict_data_order)
             if latest is not None and strict:  # a data order that cannot be replayed fails before the arrays load
                 pipeline.check_state(run.checkpointer.data_state(latest))
@@ -309,7 +403,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                                                int(config.data.batch_size), enabled=run.is_primary,
                                                progress_bar=bool(config.train.progress_bar))
             try:
-                _, row, stopped_at = _train_loop(run, state, pipeline, writer, stop)
+                _, row, stopped_at = _train_loop(run, state, pipeline, writer, stop, evaluate)
             finally:
                 writer.close()
         finally:

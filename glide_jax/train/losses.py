@@ -70,13 +70,15 @@ def _quartile_sums(values: jax.Array, t: jax.Array, num_timesteps: int, name: st
     return out
 
 
-def diffusion_loss_fn(config: ml_collections.ConfigDict, model: nn.Module, diffusion: Any) -> LossFn:
+def diffusion_loss_fn(config: ml_collections.ConfigDict, model: nn.Module, diffusion: Any,
+                      deterministic: bool = False) -> LossFn:
     """The hybrid diffusion loss for the U-Net kinds.
 
     Args:
       config: the full config (`model.kind`).
       model: the U-Net from `create_model(config)`.
       diffusion: a GaussianDiffusion (`training_losses`, `num_timesteps`).
+      deterministic: no dropout (evaluation).
 
     Returns:
       loss_fn(params, batch, rng) -> (scalar loss, metrics with loss, mse, vb
@@ -93,7 +95,7 @@ def diffusion_loss_fn(config: ml_collections.ConfigDict, model: nn.Module, diffu
         cond = model_conditioning(kind, batch)
 
         def model_fn(x_t, timesteps):
-            out = model.apply({"params": params}, x_t, timesteps, deterministic=False,
+            out = model.apply({"params": params}, x_t, timesteps, deterministic=deterministic,
                               rngs={"dropout": dropout_rng}, **cond)
             return out.astype(jnp.float32)
 
@@ -141,8 +143,9 @@ def clip_loss_fn(config: ml_collections.ConfigDict, model: nn.Module, diffusion:
     return loss_fn
 
 
-def create_loss_fn(config: ml_collections.ConfigDict, model: nn.Module, diffusion: Any) -> LossFn:
+def create_loss_fn(config: ml_collections.ConfigDict, model: nn.Module, diffusion: Any,
+                   deterministic: bool = False) -> LossFn:
     """The loss for `config.model.kind`."""
     if config.model.kind == "clip":
         return clip_loss_fn(config, model, diffusion)
-    return diffusion_loss_fn(config, model, diffusion)
+    return diffusion_loss_fn(config, model, diffusion, deterministic)

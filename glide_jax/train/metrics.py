@@ -128,6 +128,24 @@ class MetricsWriter:
             _LOG.info("step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
         return row
 
+    def write_eval(self, step: int, metrics: Mapping[str, float], seconds: float) -> None:
+        """Writes an evaluation's row (its own metrics.jsonl line at `step`) and leaves its
+        `seconds` out of the next row's rates."""
+        self._last_time += seconds
+        if not self.enabled:
+            return
+        row = {name: float(value) for name, value in metrics.items()}
+        self._jsonl.write(json.dumps({"step": step, **{k: _json_float(v) for k, v in row.items()}}) + "\n")
+        self._jsonl.flush()
+        for name, value in row.items():
+            self._tb.add_scalar(name, value, step)
+        self._tb.flush()
+        message = ", ".join(f"{k} {row[k]:.4g}" for k in ("eval/loss", "eval_ema/loss") if k in row)
+        if self._bar is not None:
+            self._bar.write(f"step {step}: {message}")
+        else:
+            _LOG.info("step %d: %s", step, message)
+
     def write_image(self, step: int, name: str, image: np.ndarray) -> None:
         """Adds an (H, W, 3) uint8 image to TensorBoard."""
         if self.enabled:

@@ -126,3 +126,23 @@ def jit_train_step(train_step: TrainStep, state_shardings: TrainState, batch_sha
 
     return jax.jit(constrained_step, in_shardings=(state_shardings, batch_sharding, replicated),
                    out_shardings=(state_shardings, replicated), donate_argnums=(0,))
+
+
+def jit_eval_step(loss_fn: LossFn, params_sharding: Any, batch_sharding: NamedSharding,
+                  mesh_config: ml_collections.ConfigDict) -> Callable[[Any, dict[str, jax.Array], jax.Array],
+                                                                       dict[str, jax.Array]]:
+    """jits `eval_step(params, batch, rng) -> metrics`: the loss terms of one batch, no update.
+
+    Args:
+      loss_fn: from `glide_jax.train.losses.create_loss_fn(..., deterministic=True)`.
+      params_sharding: the params' tree of NamedSharding (an EMA tree shares it).
+      batch_sharding, mesh_config: as for `jit_train_step`.
+    """
+    mesh = batch_sharding.mesh
+    replicated = sharding_lib.replicated(mesh)
+
+    def eval_step(params, batch, rng):
+        with sharding_lib.constraints(mesh, mesh_config):
+            return loss_fn(params, batch, rng)[1]
+
+    return jax.jit(eval_step, in_shardings=(params_sharding, batch_sharding, replicated), out_shardings=replicated)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from glide_jax import checkpoints
+from glide_jax import config as config_lib
 from glide_jax.train import checkpointing, export, loop, metrics
 
 
@@ -178,3 +179,38 @@ def test_inpaint_fine_tunes_from_the_base_run(make_config, tmp_path, base_run, c
     with caplog.at_level("WARNING", logger="glide_jax.train.loop"):
         _train_two_steps(config, tmp_path)
     assert "config.text.xf_heads = 4, the source model's is 2" in caplog.text
+
+
+def test_evaluation_rows_are_held_out_losses_that_compare(base_run, tmp_path):
+    import shutil
+
+    from glide_jax.data import create_input_pipeline
+
+    workdir, config, _ = base_run
+    copy = shutil.copytree(workdir, tmp_path / "run")
+    longer = config.copy_and_resolve_references()
+    longer.train.num_steps = 14
+    longer.train.sample_every = None
+    longer.train.eval_every = 1
+    longer.train.eval_batches = 2
+    loop.train_and_evaluate(longer, copy)
+    rows = [r for r in metrics.read_metrics(copy) if "eval/loss" in r]
+    assert [r["step"] for r in rows] == [13, 14]
+    assert all(np.isfinite(r["eval/loss"]) and np.isfinite(r["eval_ema/loss"]) and "eval/mse" in r for r in rows)
+    # The same parameters give the same value: fixed batches, timesteps and noise.
+    run = loop.build_run(loop.prepare_config(longer.copy_and_resolve_references()), copy)
+    try:
+        state, _ = run.checkpointer.restore(14, run.abstract_state)
+        evaluate = loop.Evaluator(run, create_input_pipeline, loop.batch_axes(run.config))
+        assert evaluate(state) == evaluate(state)
+        assert evaluate(state)["eval/loss"] == rows[-1]["eval/loss"]
+    finally:
+        run.checkpointer.close()
+
+
+def test_a_missing_evaluation_split_is_named(make_config, tmp_path):
+    config = make_config("base")
+    config.train.eval_every = 2
+    config.train.eval_split = "test"
+    with pytest.raises(config_lib.ConfigError, match=r"config\.train\.eval_split = 'test': split 'test' not in"):
+        loop.train_and_evaluate(config, tmp_path)
