@@ -11,7 +11,8 @@
      a metrics row (non-finite loss stops the run with an error naming the
      step, before anything is saved), every `checkpoint_every` steps and at
      the end an asynchronous checkpoint plus the EMA export in
-     `workdir/export`, every `sample_every` steps a sample grid. SIGTERM or
+     `workdir/export`, every `sample_every` steps a sample grid, every
+     `eval_every` steps the held-out loss (`Evaluator`). SIGTERM or
      SIGINT end the loop after the current step with a checkpoint, and
      `TrainingStopped` says so (train.py exits 128 + the signal number, so a
      scheduler or a retry loop sees that the run did not finish).
@@ -218,9 +219,13 @@ def _carry_over_optimizer(run: Run, restored: state_lib.TrainState) -> state_lib
     opt_state = jax.tree_util.tree_unflatten(new_opt, jax.tree_util.tree_leaves(restored.opt_state))
     copy = jax.jit(lambda tree: jax.tree_util.tree_map(jax.numpy.copy, tree),
                    out_shardings=run.state_shardings.params)  # donated later: no buffer may appear twice
-    emas = tuple(restored.ema_params[run.resume_ema_rates.index(rate)] if rate in run.resume_ema_rates
-                 else copy(restored.params) for rate in run.config.optim.ema_rates)
-    return restored.replace(opt_state=opt_state, ema_params=emas)
+    emas, used = [], set()
+    for rate in run.config.optim.ema_rates:
+        index = run.resume_ema_rates.index(rate) if rate in run.resume_ema_rates else None
+        emas.append(restored.ema_params[index] if index is not None and index not in used
+                    else copy(restored.params if index is None else restored.ema_params[index]))
+        used.add(index)
+    return restored.replace(opt_state=opt_state, ema_params=tuple(emas))
 
 
 def _flush(pending: list, writer: metrics_lib.MetricsWriter, step: int, last_saved: int | None) -> dict:
