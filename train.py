@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     # force: importing Orbax has already given the root logger absl's handler at WARNING.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         force=True)
-    logging.getLogger("glide_jax").setLevel(logging.INFO)  # resumed, initialised from (not Orbax's every read)
+    logging.getLogger("glide_jax").setLevel(logging.INFO)  # resumed, initialised from, ...
+    logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax and TFDS log every save and read at INFO
     try:
         config = config_lib.load_cli_config(args.config, overrides)
         workdir = pathlib.Path(args.workdir)
