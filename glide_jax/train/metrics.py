@@ -114,11 +114,7 @@ class MetricsWriter:
         self._last_time, self._last_step = now, step
         if not self.enabled:
             return row
-        self._jsonl.write(json.dumps({"step": step, **{k: _json_float(v) for k, v in row.items()}}) + "\n")
-        self._jsonl.flush()
-        for name, value in row.items():
-            self._tb.add_scalar(name, value, step)
-        self._tb.flush()
+        self._append(step, row)
         shown = {"loss": row.get("loss", float("nan"))}
         if steps:
             shown.update(**{"step/s": row["steps_per_sec"], "img/s": row["images_per_sec"]})
@@ -128,6 +124,14 @@ class MetricsWriter:
             _LOG.info("step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
         return row
 
+    def _append(self, step: int, row: Mapping[str, float]) -> None:
+        """One metrics.jsonl line and one TensorBoard scalar per value, flushed."""
+        self._jsonl.write(json.dumps({"step": step, **{k: _json_float(v) for k, v in row.items()}}) + "\n")
+        self._jsonl.flush()
+        for name, value in row.items():
+            self._tb.add_scalar(name, value, step)
+        self._tb.flush()
+
     def write_eval(self, step: int, metrics: Mapping[str, float], seconds: float) -> None:
         """Writes an evaluation's row (its own metrics.jsonl line at `step`) and leaves its
         `seconds` out of the next row's rates."""
@@ -135,11 +139,7 @@ class MetricsWriter:
         if not self.enabled:
             return
         row = {name: float(value) for name, value in metrics.items()}
-        self._jsonl.write(json.dumps({"step": step, **{k: _json_float(v) for k, v in row.items()}}) + "\n")
-        self._jsonl.flush()
-        for name, value in row.items():
-            self._tb.add_scalar(name, value, step)
-        self._tb.flush()
+        self._append(step, row)
         message = ", ".join(f"{k} {row[k]:.4g}" for k in ("eval/loss", "eval_ema/loss") if k in row)
         if self._bar is not None:
             self._bar.write(f"step {step}: {message}")
