@@ -52,8 +52,12 @@ def test_finetuned_model_starts_as_its_source(make_config, source_kind, target_k
               for k, v in factory.example_inputs(target_config, 2).items()}
     inputs["timesteps"] = jnp.array([10, 900], jnp.int32)
     inputs["mask"] = jnp.ones_like(inputs["mask"])
-    np.testing.assert_allclose(_outputs(target_config, merged, inputs), _outputs(source_config, source, inputs),
-                               rtol=1e-5, atol=1e-5)
+    expected = _outputs(source_config, source, inputs)
+    # Random N(0, 1) weights give outputs of order 10; the zero-padded first conv sums its taps in
+    # another order, so near-zero outputs differ by float32 rounding of that scale (3.5e-5 seen on
+    # an AMD EPYC). A wrong merge differs by order one.
+    np.testing.assert_allclose(_outputs(target_config, merged, inputs), expected,
+                               rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
 
 def test_source_inputs_must_have_a_place(make_config):
