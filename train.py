@@ -70,11 +70,12 @@ def main(argv: list[str] | None = None) -> int:
                         force=True)
     logging.getLogger("glide_jax").setLevel(logging.INFO)  # resumed, initialised from, ...
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax and TFDS log every save and read at INFO
+    workdir, created = pathlib.Path(args.workdir), False
     try:
         config = config_lib.load_cli_config(args.config, overrides)
-        workdir = pathlib.Path(args.workdir)
         if workdir.exists() and not workdir.is_dir():
             raise ConfigError(f"--workdir {workdir}: exists and is not a directory")
+        created = not workdir.exists()
         try:
             workdir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -85,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         return stopped.exit_code
     except USAGE_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if created and workdir.is_dir() and not any(workdir.iterdir()):  # a refused run leaves nothing behind
+            workdir.rmdir()
         if isinstance(exc, UnreadableCheckpoint):
             _exit_quietly(2)
         return 2

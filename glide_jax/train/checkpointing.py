@@ -389,6 +389,13 @@ class Checkpointer:
         self.manager.wait_until_finished()
 
     def close(self) -> None:
-        """Waits for saves and releases the manager."""
+        """Waits for saves and releases the manager.
+
+        A `checkpoints/` that is still empty (a run refused or stopped while
+        setting up) is removed, so the workdir does not pass for a training run.
+        """
         self.manager.wait_until_finished()
         self.manager.close()
+        folder = self.workdir / "checkpoints"
+        if jax.process_index() == 0 and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()

@@ -104,11 +104,14 @@ def test_cli_rejects_unknown_and_bad_keys_in_one_line(tmp_path, override, messag
     (["--config.text.n_vocab=32"], "error: config.text.n_vocab = 32: the model's token embedding has 32 rows"),
 ])
 def test_tokenizer_mistakes_are_one_line(tmp_path, overrides, message):
+    workdir = tmp_path / "runs" / "new"
     result = subprocess.run(
-        [sys.executable, "train.py", "--config", "configs/shapes_base.py", "--workdir", str(tmp_path), *overrides],
+        [sys.executable, "train.py", "--config", "configs/shapes_base.py", "--workdir", str(workdir), *overrides],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and message in result.stderr, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
+    # Refused after the checkpoint manager was made: the new workdir is not left behind as an empty run.
+    assert not workdir.exists() and (tmp_path / "runs").is_dir()
 
 
 def test_stop_signal_while_setting_up_saves_nothing_and_says_so(make_config, tmp_path, monkeypatch):
@@ -125,7 +128,7 @@ def test_stop_signal_while_setting_up_saves_nothing_and_says_so(make_config, tmp
     with pytest.raises(loop.TrainingStopped, match="while setting up, before training from step 0") as stopped:
         loop.train_and_evaluate(config, tmp_path)
     assert stopped.value.exit_code == 130 and not stopped.value.started
-    assert not list((tmp_path / "checkpoints").glob("[0-9]*"))
+    assert not (tmp_path / "checkpoints").exists()  # nothing saved: no empty folder passing for a run
 
 
 def test_checkpoint_of_another_architecture_is_named(base_run):
