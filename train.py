@@ -14,6 +14,7 @@ See docs/ARCHITECTURE.md, "Training".
 """
 
 import argparse
+import contextlib
 import logging
 import os
 import pathlib
@@ -87,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     except USAGE_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         if created and workdir.is_dir() and not any(workdir.iterdir()):  # a refused run leaves nothing behind
-            workdir.rmdir()
+            with contextlib.suppress(OSError):  # another host of the run may have removed it first
+                workdir.rmdir()
         if isinstance(exc, UnreadableCheckpoint):
             _exit_quietly(2)
         return 2
