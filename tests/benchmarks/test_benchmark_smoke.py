@@ -280,18 +280,52 @@ def test_synthetic_batch_has_every_kinds_inputs(name):
     assert loss.shape == () and "loss" in metrics
 
 
+# What the lent GPU machine lacks (device tool, KINDS.md): a sitecustomize makes them unimportable.
+GPU_MACHINE_LACKS = ("tensorflow", "tensorflow_datasets", "tensorboardX", "ftfy", "torch")
+
+
+def _without_gpu_machine_lacks(site: pathlib.Path) -> str:
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import importlib.abc, sys\n"
+        "class _Lacks(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        f"        if name.split('.')[0] in {GPU_MACHINE_LACKS!r}:\n"
+        "            raise ModuleNotFoundError(f'{name} is not on the GPU machine', name=name)\n"
+        "sys.meta_path.insert(0, _Lacks())\n")
+    return str(site)
+
+
 def test_device_run_script_writes_each_result_and_log(tmp_path):
-    # benchmarks/device_run.sh is what a lent GPU machine runs; `A --smoke` on the CPU checks its plumbing.
+    # benchmarks/device_run.sh is what a lent GPU machine runs; `all --smoke` on the CPU checks its plumbing,
+    # with the packages that machine lacks unimportable.
     import os
-    env = {**os.environ, "OUT": str(tmp_path), "JAX_PLATFORMS": "cpu", "PYTHON": sys.executable,
-           "GLIDE_GIT_COMMIT": "ab" * 20}
-    done = subprocess.run(["bash", "benchmarks/device_run.sh", "A", "--smoke"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "JAX_PLATFORMS": "cpu", "PYTHON": sys.executable,
+           "GLIDE_GIT_COMMIT": "ab" * 20, "PYTHONPATH": _without_gpu_machine_lacks(tmp_path / "site")}
+    done = subprocess.run(["bash", "benchmarks/device_run.sh", "all", "--smoke"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "layer_speed.json", "layer_speed.log", "sample_speed_base.json", "sample_speed_base.log"]
-    result = json.loads((tmp_path / "sample_speed_base.json").read_text())
+    names = ("sample_speed_base", "train_speed", "sample_speed_upsample", "layer_speed")
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.{ext}" for n in names for ext in ("json", "log"))
+    result = json.loads((out / "sample_speed_base.json").read_text())
     assert result["partial"] is False and [row["workload"] for row in result["results"]] == ["base"]
+    # The call's output ends with report.py's tables of the three timed programs, so they come back in the tail.
+    report = done.stdout[done.stdout.index("== report"):]
+    assert "| Program |" in report and all(f"| {name}" in report for name in ("base, batch 2", "train, batch 4",
+                                                                            "upsample, batch 2"))
     bad = subprocess.run(["bash", "benchmarks/device_run.sh", "Z"], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 2 and "unknown phase 'Z'" in bad.stderr
+
+
+def test_device_run_script_skips_what_its_budget_cannot_fit(tmp_path):
+    import os
+    env = {**os.environ, "OUT": str(tmp_path), "JAX_PLATFORMS": "cpu", "PYTHON": sys.executable,
+           "GLIDE_DEVICE_BUDGET_S": "0"}
+    done = subprocess.run(["bash", "benchmarks/device_run.sh", "all", "--smoke"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "== report" not in done.stdout
+    for name in ("sample_speed_base", "train_speed", "sample_speed_upsample", "layer_speed"):
+        assert f"== {name}: skipped" in done.stdout
+    assert not list(tmp_path.iterdir())
