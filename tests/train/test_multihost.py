@@ -3,8 +3,9 @@
 The two processes form one 4-device mesh (data=2 x fsdp=2, so parameters
 and optimizer state are split across the hosts). They must build the
 dataset once, agree on every step, write one metrics log, save one
-checkpoint that a single process with another mesh restores, and export
-that checkpoint's EMA (gathered from both processes).
+checkpoint that a single process with another mesh restores, evaluate
+the held-out loss together, and export that checkpoint's EMA (gathered
+from both processes).
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ def test_two_process_run_trains_checkpoints_and_exports_once(make_config, tmp_pa
     config.train.num_steps = STEPS
     config.train.checkpoint_every = STEPS
     config.train.sample_every = None  # grids gather like the export does; skipping them saves a compile
+    config.train.eval_every = STEPS  # the held-out loss: each host evaluates its share of the batches
+    config.train.eval_batches = 1
     config.data.data_dir = str(tmp_path / "tfds")  # unbuilt: process 0 builds it, process 1 waits
     config_dir = tmp_path / "config"
     checkpointing.write_config(config_dir, config)
@@ -78,7 +81,11 @@ def test_two_process_run_trains_checkpoints_and_exports_once(make_config, tmp_pa
     logs = {p.name: p.read_text()[-3000:] for p in tmp_path.glob("process_*.log")}
     assert codes == [0] * PROCESSES, logs
 
-    assert [row["step"] for row in metrics.read_metrics(workdir)] == list(range(1, STEPS + 1))
+    rows = metrics.read_metrics(workdir)
+    assert [row["step"] for row in rows if "loss" in row] == list(range(1, STEPS + 1))
+    evaluations = [row for row in rows if "eval/loss" in row]  # written once, by process 0
+    assert [row["step"] for row in evaluations] == [STEPS]
+    assert all(np.isfinite(evaluations[0][k]) for k in ("eval/loss", "eval_ema/loss", "eval/mse"))
     assert checkpointing.Checkpointer(workdir, keep=3).latest_step() == STEPS
 
     # This process has 8 devices and another mesh (data=8): the checkpoint must still restore.
