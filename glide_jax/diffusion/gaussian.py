@@ -123,6 +123,9 @@ class GaussianDiffusion:
             value_range = f"[{betas.min()}, {betas.max()}]" if betas.size else "empty"
             raise ValueError(f"betas must be 1-D with values in (0, 1], got shape {betas.shape}, "
                              f"range {value_range} (a linear schedule needs at least 50 steps)")
+        if betas.size < 2:  # the clipped posterior log-variance of step 0 is step 1's
+            raise ValueError(f"a diffusion process needs at least 2 steps, got {betas.size} (a timestep "
+                             "respacing such as '1' keeps too few)")
         timestep_map = np.array(self.timestep_map, dtype=np.int64)
         if timestep_map.shape != betas.shape:
             raise ValueError(f"timestep_map {timestep_map.shape} must match betas {betas.shape}")

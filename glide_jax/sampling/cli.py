@@ -16,8 +16,11 @@ per prompt (`0000.png`, ..., each prompt's samples together), written as
 each batch finishes, then `grid.png` and `settings.json` with every setting
 needed to reproduce the run. Bad input (a
 missing or wrong checkpoint, image or mask) is reported on one line and the
-exit status is 2. Ctrl-C keeps the finished batches (with a grid and
-`settings.json` marked `"interrupted": true`) and exits 130. A folder that
+exit status is 2. Ctrl-C (SIGINT) or SIGTERM keeps the finished batches
+(with a grid and `settings.json` marked `"interrupted": true`) and exits 130
+or 143; an error after the first batch keeps them the same way, with the
+error in `settings.json`. The warnings a run printed (a prompt cut to the
+text context, a stretched source image) are listed there too. A folder that
 holds images this tool did not write (no `settings.json` of an earlier run
 listing them) is refused rather than overwritten.
 """
@@ -26,8 +29,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import pathlib
+import signal
 import sys
+import threading
 import warnings
 from typing import Callable, Sequence
 
@@ -46,7 +52,7 @@ _SAMPLE_FLAGS = (
     ("--upsample-steps", "upsample_steps", str, "upsampler respacing"),
     ("--upsample-sampler", "upsample_sampler", str, "upsampler sampler: ddpm or ddim"),
     ("--upsample-temp", "upsample_temp", float, "scale of the upsampler's initial noise"),
-    ("--batch-size", "batch_size", int, "prompts per batch"),
+    ("--batch-size", "batch_size", int, "images per batch"),
     ("--seed", "seed", int, "PRNG seed"),
 )
 
@@ -57,9 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sample.py", description="Sample images from GLIDE checkpoints (glide_jax.checkpoints format).")
     parser.add_argument("--base", required=True, help="base (or inpainting) model checkpoint directory")
-    parser.add_argument("--upsample", nargs="+", metavar="CKPT",
+    parser.add_argument("--upsample", nargs="+", action="extend", metavar="CKPT",
                         help="upsampler checkpoint directory (64 -> 256 in GLIDE); several are chained, each "
-                             "upsampling the one before (64 -> 256 -> 1024)")
+                             "upsampling the one before (64 -> 256 -> 1024), in the order given")
     parser.add_argument("--clip", help="noised CLIP checkpoint: CLIP guidance instead of classifier-free")
     prompts = parser.add_mutually_exclusive_group(required=True)
     prompts.add_argument("--prompt", nargs="+", action="extend", metavar="TEXT", help="prompt(s)")
@@ -109,7 +115,8 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
         return list(args.prompt)
     path = args.prompts_file
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        # Lines end at "\n" (or "\r\n") only: str.splitlines would also cut at U+2028, U+0085 or a form feed.
+        lines = path.read_text(encoding="utf-8-sig").split("\n")
     except (OSError, UnicodeDecodeError) as exc:
         raise SamplingError(f"cannot read --prompts-file {path}: {exc}") from None
     prompts = [line.strip() for line in lines if line.strip()]
@@ -170,11 +177,11 @@ def write_outputs(out_dir: pathlib.Path, images, settings: dict, grid_cols: int 
     for index in range(len(paths), len(images)):
         paths.append(out_dir / f"{index:04d}.png")
         images_lib.save_png(paths[-1], images[index])
-    ncols = None if grid_cols is None else min(grid_cols, len(images))
+    ncols = math.ceil(math.sqrt(len(images))) if grid_cols is None else min(grid_cols, len(images))
     images_lib.save_png(out_dir / "grid.png", images_lib.make_grid(images, ncols=ncols))
     for stale in sorted(set(earlier) - set(paths) - {out_dir / "grid.png"}):
         stale.unlink(missing_ok=True)
-    record = dict(settings, files=[p.name for p in paths], grid="grid.png")
+    record = dict(settings, files=[p.name for p in paths], grid="grid.png", grid_cols=ncols)
     (out_dir / "settings.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return paths
 
@@ -226,7 +233,6 @@ def _run_record(args, pipe, prompts, sample_config, inpaint, image_size: int) ->
         sample=sample,
         dtype=pipe.base.config.model.dtype,
         dtypes={model.name: model.config.model.dtype for model in models},
-        grid_cols=_grid_cols(args),
         num_devices=pipe.num_devices,
         backend=jax.default_backend(),
         versions={"glide_jax": __version__, "jax": jax.__version__},
@@ -251,8 +257,32 @@ def _file_identity(checkpoint_dir) -> dict | None:
     return {"params_bytes": stat.st_size, "params_mtime": stat.st_mtime}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised wherever the program is, as Ctrl-C raises KeyboardInterrupt."""
+
+
+def _terminate(signum, frame):
+    del signum, frame
+    raise Terminated()
+
+
+def _recording(shown: list[str]):
+    """A warnings.showwarning that also appends each message to `shown` (for settings.json)."""
+    show = warnings.showwarning
+
+    def record_and_show(message, *args, **kwargs):
+        shown.append(str(message))
+        show(message, *args, **kwargs)
+    return record_and_show
+
+
 def run(args: argparse.Namespace, echo: Callable[[str], None] = print) -> list[pathlib.Path]:
-    """Loads the pipeline, samples every prompt and writes the outputs as batches finish."""
+    """Loads the pipeline, samples every prompt and writes the outputs as batches finish.
+
+    If sampling stops after some batches (Ctrl-C, SIGTERM or an error), the
+    finished images are kept with a grid and a settings.json that says so,
+    and the exception is raised again.
+    """
     from glide_jax.sampling import pipeline as pipeline_lib  # jax is imported only once flags parse
 
     sample_config_from_args(args)  # bad flag values fail before any model loads
@@ -264,39 +294,49 @@ def run(args: argparse.Namespace, echo: Callable[[str], None] = print) -> list[p
     if args.grid_cols is not None and args.grid_cols < 1:
         raise SamplingError(f"--grid-cols {args.grid_cols}: must be at least 1")
     grid_cols = _grid_cols(args)
-    for flag in _unused_flags(args):
-        warnings.warn(f"{flag} has no effect and is not recorded", stacklevel=2)
     created, earlier = prepare_out_dir(args.out)
     done: list = []  # uint8 images, in prompt order
     written: list[pathlib.Path] = []
-    try:
-        pipe = pipeline_lib.load_pipeline(args.base, upsample=args.upsample, clip=args.clip, dtype=args.dtype)
-        sample_config = pipe.settings(sample_overrides(args))
-        inpaint = None
-        if args.image is not None:
-            inpaint = pipe.load_inpaint_inputs(args.image, args.mask)
-        record = _run_record(args, pipe, prompts, sample_config, inpaint, image_size=0)
-        for start, batch in pipe.iter_batches(prompts, sample_config, inpaint=inpaint,
-                                              progress=not args.no_progress):
-            for offset, image in enumerate(batch):
-                written.append(args.out / f"{start + offset:04d}.png")
-                images_lib.save_png(written[-1], image)
-                done.append(image)
-    except KeyboardInterrupt:
-        if done:
-            record.update(interrupted=True, image_size=int(done[0].shape[0]), prompts=prompts[:len(done)],
-                          prompts_not_sampled=prompts[len(done):])
-            write_outputs(args.out, done, record, grid_cols, earlier, written)
-            echo(f"interrupted: kept the {len(done)} finished images of {len(prompts)} in {args.out}")
-        raise
-    except BaseException:
-        if created and not any(args.out.iterdir()):
-            args.out.rmdir()  # nothing of a failed run is left behind
-        raise
-    record["image_size"] = int(done[0].shape[0])
+    shown: list[str] = []
+    with warnings.catch_warnings():
+        warnings.showwarning = _recording(shown)
+        for flag in _unused_flags(args):
+            warnings.warn(f"{flag} has no effect and is not recorded", stacklevel=2)
+        try:
+            pipe = pipeline_lib.load_pipeline(args.base, upsample=args.upsample, clip=args.clip, dtype=args.dtype)
+            sample_config = pipe.settings(sample_overrides(args))
+            inpaint = None
+            if args.image is not None:
+                inpaint = pipe.load_inpaint_inputs(args.image, args.mask)
+            record = _run_record(args, pipe, prompts, sample_config, inpaint, image_size=0)
+            for start, batch in pipe.iter_batches(prompts, sample_config, inpaint=inpaint,
+                                                  progress=not args.no_progress):
+                for offset, image in enumerate(batch):
+                    written.append(args.out / f"{start + offset:04d}.png")
+                    images_lib.save_png(written[-1], image)
+                    done.append(image)
+        except BaseException as exc:
+            if done:
+                _keep_finished(args, record, prompts, done, written, grid_cols, earlier, shown, exc, echo)
+            elif created and args.out.is_dir() and not any(args.out.iterdir()):
+                args.out.rmdir()  # nothing of a failed or interrupted run is left behind
+            raise
+    record.update(image_size=int(done[0].shape[0]), warnings=shown)
     paths = write_outputs(args.out, done, record, grid_cols, earlier, written)
-    echo(f"wrote {len(paths)} images, grid.png and settings.json to {args.out}")
+    echo(f"wrote {len(paths)} image{'s' if len(paths) > 1 else ''}, grid.png and settings.json to {args.out}")
     return paths
+
+
+def _keep_finished(args, record, prompts, done, written, grid_cols, earlier, shown, exc, echo) -> None:
+    """Writes the grid and settings.json of the images finished before `exc` stopped the run."""
+    interrupted = isinstance(exc, KeyboardInterrupt)
+    record.update(interrupted=True, image_size=int(done[0].shape[0]), prompts=prompts[:len(done)],
+                  prompts_not_sampled=prompts[len(done):], warnings=shown)
+    if not interrupted:
+        record["error"] = f"{type(exc).__name__}: {exc}"
+    write_outputs(args.out, done, record, grid_cols, earlier, written)
+    why = "interrupted" if interrupted else f"stopped by {type(exc).__name__}"
+    echo(f"{why}: kept the {len(done)} finished images of {len(prompts)} in {args.out}")
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
@@ -305,8 +345,11 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status (0; 2 for bad input; 130 after Ctrl-C)."""
+    """Entry point; returns the exit status (0; 2 for bad input; 130 after Ctrl-C, 143 after SIGTERM)."""
     args = build_parser().parse_args(argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_warning
         try:
@@ -314,7 +357,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (SamplingError, config_lib.ConfigError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return 130
+        except KeyboardInterrupt as exc:
+            terminated = isinstance(exc, Terminated)
+            print("terminated" if terminated else "interrupted", file=sys.stderr)
+            return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
     return 0

@@ -84,6 +84,13 @@ def test_bad_respacing_is_named(spec, message):
         schedules.space_timesteps(1000, spec)
 
 
+def test_a_process_of_one_step_is_refused():
+    # Step 0's clipped posterior log-variance is step 1's, as in the reference: one step has none.
+    with pytest.raises(ValueError, match="needs at least 2 steps, got 1"):
+        create_gaussian_diffusion(1000, "squaredcos_cap_v2", "1")
+    assert create_gaussian_diffusion(1000, "squaredcos_cap_v2", "2").num_timesteps == 2
+
+
 def test_unknown_schedule_is_named():
     with pytest.raises(ValueError, match="cosine"):
         schedules.get_named_beta_schedule("cosine", 10)

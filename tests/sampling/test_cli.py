@@ -1,7 +1,9 @@
 """sample.py end to end: PNGs, grid, settings.json, inpainting, errors, fixture checkpoints."""
 
 import json
+import os
 import pathlib
+import signal
 import subprocess
 import sys
 
@@ -94,6 +96,11 @@ def test_upsamplers_chain_to_higher_resolutions(tiny_checkpoints, tmp_path):
     assert cli.main(["--base", str(tiny_checkpoints["base"]), "--upsample", str(first_path), str(second_path),
                      "--prompt", "a red circle", "a cat", "--out", str(out), *FAST]) == 0
     assert _read(out / "0001.png").shape == (64, 64, 3)
+    # The flag given twice chains the same way (argparse would otherwise keep only the last).
+    again = tmp_path / "again"
+    assert cli.main(["--base", str(tiny_checkpoints["base"]), "--upsample", str(first_path), "--upsample",
+                     str(second_path), "--prompt", "a red circle", "a cat", "--out", str(again), *FAST]) == 0
+    assert np.array_equal(_read(again / "0001.png"), _read(out / "0001.png"))
     settings = json.loads((out / "settings.json").read_text())
     assert settings["checkpoints"]["upsample"] == str(pathlib.Path(first_path).resolve())
     assert settings["checkpoints"]["upsample_2"] == str(second_path.resolve()) and settings["image_size"] == 64
@@ -133,6 +140,7 @@ def test_bad_input_is_one_line_without_traceback(tiny_checkpoints, tmp_path):
         ([*base, "--guidance-scale", "nan"], "error: --guidance-scale nan: must be a finite"),
         ([*base, "--batch-size", "0"], "error: --batch-size 0: must be a positive integer"),
         ([*base, "--steps", "0"], "keeps no step"),
+        ([*base, "--steps", "1"], "--steps '1'", "needs at least 2 steps"),
     ]
     for args, *fragments in cases:
         result = _sample_py("--prompt", "x", "--out", tmp_path / "out", *FAST, *args)
@@ -187,37 +195,82 @@ def test_out_folders_with_other_images_are_refused_not_overwritten(tiny_checkpoi
 
 def test_settings_record_what_ran_and_unused_flags_warn(tiny_checkpoints, tmp_path, capsys):
     prompts_file = tmp_path / "prompts.txt"
-    prompts_file.write_bytes("\ufeffa red circle\r\n".encode("utf-8"))  # BOM and CRLF, as Windows editors save
+    long = " ".join(["circle"] * 40)  # more tokens than the tiny model's text context
+    # BOM and CRLF, as Windows editors save; U+2028 is a character of a prompt, not a line break.
+    prompts_file.write_bytes(f"\ufeffa red circle\u2028on a mat\r\n{long}\r\n".encode("utf-8"))
     out = tmp_path / "out"
     assert cli.main(["--base", str(tiny_checkpoints["base"]), "--prompts-file", str(prompts_file),
                      "--out", str(out), "--upsample-temp", "0.5", "--grid-cols", "5", *FAST]) == 0
     assert "warning: --upsample-temp (no --upsample) has no effect" in capsys.readouterr().err
     settings = json.loads((out / "settings.json").read_text())
-    assert settings["prompts"] == ["a red circle"]
+    assert settings["prompts"] == ["a red circle\u2028on a mat", long]
     assert settings["guidance"] == "classifier-free" and settings["sample"]["clip_guidance_scale"] is None
-    assert settings["sample"]["upsample_temp"] is None and settings["grid_cols"] == 5
+    # The columns the grid has: --grid-cols 5 is capped at the 2 images.
+    assert settings["sample"]["upsample_temp"] is None and settings["grid_cols"] == 2
+    # What the user was warned about stays with the images.
+    assert any("--upsample-temp" in w for w in settings["warnings"])
+    assert any("has 40 tokens; the base model keeps the first" in w for w in settings["warnings"])
     assert settings["dtypes"] == {"base": "float32"} and settings["backend"] == "cpu"
     assert settings["checkpoint_files"]["base"]["params_bytes"] > 0
     assert settings["checkpoint_origins"] == {"base": None}  # saved by hand, not exported by training
-    assert _read(out / "grid.png").shape == (20, 20, 3)  # one 16 px tile: --grid-cols is capped at the count
+    assert _read(out / "grid.png").shape == (20, 38, 3)  # two 16 px tiles: --grid-cols is capped at the count
 
 
-def test_ctrl_c_keeps_the_finished_batches(tiny_checkpoints, tmp_path, monkeypatch):
+def _stop_after_one_batch(monkeypatch, stop):
     from glide_jax.sampling import pipeline as pipeline_lib
 
     real = pipeline_lib.Pipeline.iter_batches
 
-    def interrupted_after_one_batch(self, *args, **kwargs):
+    def stopped_after_one_batch(self, *args, **kwargs):
         batches = real(self, *args, **kwargs)
         yield next(batches)
-        raise KeyboardInterrupt
+        stop()
 
-    monkeypatch.setattr(pipeline_lib.Pipeline, "iter_batches", interrupted_after_one_batch)
+    monkeypatch.setattr(pipeline_lib.Pipeline, "iter_batches", stopped_after_one_batch)
+
+
+def _raise(exc):
+    raise exc
+
+
+@pytest.mark.parametrize("stop, status", [
+    (lambda: _raise(KeyboardInterrupt), 130),  # Ctrl-C
+    (lambda: os.kill(os.getpid(), signal.SIGTERM), 143),  # a scheduler's SIGTERM, through main's handler
+])
+def test_a_stop_keeps_the_finished_batches(tiny_checkpoints, tmp_path, monkeypatch, stop, status):
+    _stop_after_one_batch(monkeypatch, stop)
     out = tmp_path / "out"
-    status = cli.main(["--base", str(tiny_checkpoints["base"]), "--prompt", "a", "b", "c", "--batch-size", "2",
-                       "--out", str(out), *FAST])
-    assert status == 130
+    assert cli.main(["--base", str(tiny_checkpoints["base"]), "--prompt", "a", "b", "c", "--batch-size", "2",
+                     "--out", str(out), *FAST]) == status
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # main puts the old handler back
     settings = json.loads((out / "settings.json").read_text())
     assert settings["interrupted"] is True and settings["files"] == ["0000.png", "0001.png"]
     assert settings["prompts"] == ["a", "b"] and settings["prompts_not_sampled"] == ["c"]
-    assert (out / "grid.png").is_file() and not (out / "0002.png").exists()
+    assert (out / "grid.png").is_file() and not (out / "0002.png").exists() and "error" not in settings
+
+
+def test_an_error_after_some_batches_keeps_them_and_says_why(tiny_checkpoints, tmp_path, monkeypatch):
+    _stop_after_one_batch(monkeypatch, lambda: _raise(RuntimeError("RESOURCE_EXHAUSTED: out of memory")))
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="RESOURCE_EXHAUSTED"):
+        cli.main(["--base", str(tiny_checkpoints["base"]), "--prompt", "a", "b", "c", "--batch-size", "2",
+                  "--out", str(out), *FAST])
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["files"] == ["0000.png", "0001.png"] and settings["prompts_not_sampled"] == ["c"]
+    assert settings["error"] == "RuntimeError: RESOURCE_EXHAUSTED: out of memory"
+    # The folder is this tool's, so the next run into it is not refused.
+    monkeypatch.undo()
+    assert cli.main(["--base", str(tiny_checkpoints["base"]), "--prompt", "a", "--out", str(out), *FAST]) == 0
+
+
+def test_a_stop_before_any_image_leaves_no_folder(tiny_checkpoints, tmp_path, monkeypatch):
+    from glide_jax.sampling import pipeline as pipeline_lib
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+        yield  # a generator, as the real one
+
+    monkeypatch.setattr(pipeline_lib.Pipeline, "iter_batches", interrupted)
+    out = tmp_path / "new"
+    assert cli.main(["--base", str(tiny_checkpoints["base"]), "--prompt", "a", "--out", str(out), *FAST]) == 130
+    assert not out.exists()
