@@ -17,6 +17,7 @@ exported SentencePiece model travels with its directory.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pathlib
 import shutil
@@ -125,6 +126,14 @@ def missing_export_hint(path: str | pathlib.Path) -> str:
         return (f"{path} is a training workdir with no {EXPORT_DIR}/ yet: training writes it at each checkpoint, "
                 f"or run python -m glide_jax.train.export --workdir {path} --output {path / EXPORT_DIR}")
     return ""
+
+
+def file_digest(path: str | pathlib.Path | None) -> str | None:
+    """The SHA-256 of a file's bytes (a tokenizer's identity); the path itself if it cannot be read."""
+    try:
+        return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
+    except (OSError, TypeError):
+        return None if path is None else str(path)
 
 
 def _sentencepiece_path(config) -> str | None:

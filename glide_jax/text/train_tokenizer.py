@@ -5,7 +5,8 @@ Usage:
 
 The captions come from `glide_jax.data.iter_captions(config, split="train")`;
 the vocabulary size and options from `config.text.sp_*`; the model is written
-to `config.text.tokenizer_path`. Afterwards set `config.text.tokenizer =
+to `config.text.tokenizer_path`, which must not exist yet unless `--force`
+is given. Afterwards set `config.text.tokenizer =
 "sentencepiece"` and `config.text.n_vocab = config.text.sp_vocab_size`.
 `--config.KEY=VALUE` overrides a key, as in train.py (pass the same ones to
 train.py, e.g. `--config.text.tokenizer_path`).
@@ -60,12 +61,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m glide_jax.text.train_tokenizer",
                                      description=__doc__.splitlines()[0], epilog=config_lib.OVERRIDES_HELP)
     parser.add_argument("--config", required=True, type=pathlib.Path, help="experiment config file")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing config.text.tokenizer_path (runs trained with it then refuse "
+                             "to resume with the new one)")
     try:
         argv, overrides = config_lib.split_overrides(sys.argv[1:] if argv is None else argv)
         args = parser.parse_args(argv)
         config = config_lib.load_cli_config(args.config, overrides)
+        existing = config.text.get("tokenizer_path")
+        if existing and pathlib.Path(existing).exists() and not args.force:
+            raise FileExistsError(f"config.text.tokenizer_path = {existing!r} exists; a model trained with it "
+                                  "would read other ids from a new one: choose another path, or pass --force")
         path = train_from_config(config)
-    except (config_lib.ConfigError, KeyError, FileNotFoundError, NotADirectoryError) as exc:
+    except (config_lib.ConfigError, KeyError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {path} ({config.text.sp_vocab_size} ids)")

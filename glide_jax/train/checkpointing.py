@@ -32,6 +32,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from glide_jax import checkpoints
 from glide_jax import config as config_lib
 from glide_jax.train import optim
 
@@ -196,6 +197,28 @@ def check_resumable(stored: dict[str, Any], config: ml_collections.ConfigDict, s
         warnings.append(f"the learning rate at step {step} jumps from {old_rate:.3g} to {new_rate:.3g} "
                         f"({', '.join(changed)}): the schedule is rebuilt from the new settings")
     return warnings
+
+
+def check_same_tokenizer(workdir: str | pathlib.Path, config: ml_collections.ConfigDict) -> None:
+    """Refuses to resume with another SentencePiece model than the run trained with.
+
+    The same path may hold a retrained model (another vocabulary or ids), and
+    its ids would then index other rows of the trained embedding. The run's
+    export keeps a copy of the model it trained with (`checkpoints.save_model`),
+    which is compared by content; a run without an export is not checked.
+
+    Raises:
+      ConfigError: naming config.text.tokenizer_path and the copy.
+    """
+    trained = pathlib.Path(workdir) / checkpoints.EXPORT_DIR / checkpoints.TOKENIZER_FILE
+    if config.text.tokenizer != "sentencepiece" or not trained.is_file():
+        return
+    path = config.text.tokenizer_path
+    if checkpoints.file_digest(path) != checkpoints.file_digest(trained):
+        raise config_lib.ConfigError(
+            f"config.text.tokenizer_path = {path!r} is another SentencePiece model than the one this run trained "
+            f"with (its copy: {trained}); its token ids would index other rows of the trained embedding: use that "
+            "file, or train in a fresh --workdir", key="text.tokenizer_path")
 
 
 def _path_name(path) -> str:

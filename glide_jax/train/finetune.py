@@ -16,7 +16,6 @@ tokenizer, the noise schedule) are compared separately and warned about
 
 from __future__ import annotations
 
-import hashlib
 import pathlib
 from typing import Any
 
@@ -167,14 +166,7 @@ def function_differences(source: ml_collections.ConfigDict, target: ml_collectio
                           and source.text.get("tokenizer") == target.text.get("tokenizer") == "sentencepiece")
     if both_sentencepiece:
         ours, theirs = target.text.tokenizer_path, source.text.tokenizer_path
-        if _digest(ours) != _digest(theirs):
+        if checkpoints.file_digest(ours) != checkpoints.file_digest(theirs):
             lines.append(f"config.text.tokenizer_path = {ours!r} is another SentencePiece model than the "
                          f"source model's {theirs!r}")
     return lines
-
-
-def _digest(path: str | None) -> str | None:
-    try:
-        return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
-    except (OSError, TypeError):
-        return path  # unreadable: compare the paths

@@ -192,6 +192,7 @@ def check_resume(run: Run, step: int, warn: bool = True) -> None:
         target = state_lib.abstract_train_state(previous, run.model, optim.create_optimizer(previous),
                                                 factory.example_inputs(previous, 1), run.mesh)[1]
     run.checkpointer.check_compatible(step, run.config, target)
+    checkpointing.check_same_tokenizer(run.workdir, run.config)
     if previous is not None:
         run.resume_target, run.resume_ema_rates = target, tuple(previous.optim.ema_rates)
     if not warn:

@@ -66,7 +66,11 @@ def test_cli_end_to_end_on_glide_shapes(tmp_path, capsys):
     assert SentencePieceTokenizer(smaller).n_vocab == 40
     assert train_tokenizer.main(["--config", str(config_file), "--config.text.sp_vocab=40"]) == 2
     assert "error: --config.text.sp_vocab=40: config.text.sp_vocab does not exist" in capsys.readouterr().err
-    assert train_tokenizer.main(["--config", str(config_file), "--config.text.sp_vocab_size=5000"]) == 2
+    # An existing model is not replaced without --force (a run trained with it would read other ids).
+    before = model_path.read_bytes()
+    assert train_tokenizer.main(["--config", str(config_file), "--config.text.sp_vocab_size=40"]) == 2
+    assert "shapes.model' exists" in capsys.readouterr().err and model_path.read_bytes() == before
+    assert train_tokenizer.main(["--config", str(config_file), "--config.text.sp_vocab_size=5000", "--force"]) == 2
     assert capsys.readouterr().err.startswith("error: config.text (sp_vocab_size=5000")
     assert train_tokenizer.main(["--config", str(tmp_path / "absent.py")]) == 2
     assert "absent.py does not exist" in capsys.readouterr().err

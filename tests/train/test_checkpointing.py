@@ -60,3 +60,25 @@ def test_resuming_with_other_settings_warns_or_refuses():
     other_folder = config.copy_and_resolve_references()
     other_folder.data.folder_path = "/data/other"
     assert any("config.data.folder_path changes" in w for w in checkpointing.check_resumable(stored, other_folder, 999))
+
+
+def test_resuming_with_another_sentencepiece_model_is_refused(tmp_path):
+    import pytest
+
+    from glide_jax import config as config_lib
+
+    trained = tmp_path / "run" / "export" / "tokenizer.model"  # the copy every export keeps
+    trained.parent.mkdir(parents=True)
+    trained.write_bytes(b"model one")
+    config = config_lib.base_config()
+    config.text.update(tokenizer="sentencepiece", tokenizer_path=str(tmp_path / "mine.model"))
+    (tmp_path / "mine.model").write_bytes(b"model one")
+    checkpointing.check_same_tokenizer(tmp_path / "run", config)  # the same content, wherever it lies
+    (tmp_path / "mine.model").write_bytes(b"model two, retrained at the same path")
+    with pytest.raises(config_lib.ConfigError, match=r"config\.text\.tokenizer_path = '.*mine\.model' is another "
+                                                     r"SentencePiece model than the one this run trained with") as err:
+        checkpointing.check_same_tokenizer(tmp_path / "run", config)
+    assert err.value.key == "text.tokenizer_path"
+    checkpointing.check_same_tokenizer(tmp_path / "elsewhere", config)  # no export: nothing to compare
+    config.text.tokenizer = "gpt2"
+    checkpointing.check_same_tokenizer(tmp_path / "run", config)
