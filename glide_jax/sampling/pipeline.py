@@ -272,7 +272,8 @@ class Pipeline:
             if low is not None and low != made:
                 source = "the base model" if previous is self.base else "the upsampler before it"
                 raise SamplingError(f"{upsampler.what} was trained to upsample {low} px images "
-                                    f"(data.low_res_size) but {source} makes {made} px")
+                                    f"(data.low_res_size, or a quarter of its output where its config.json has "
+                                    f"none) but {source} makes {made} px")
             previous = upsampler
         if self.clip is not None and self.clip.config.clip.image_size != self.base.module.image_size:
             raise SamplingError(f"{self.clip.what} sees {self.clip.config.clip.image_size} px images but the "

@@ -105,7 +105,7 @@ def test_upsamplers_chain_to_higher_resolutions(tiny_checkpoints, tmp_path):
     assert settings["checkpoints"]["upsample"] == str(pathlib.Path(first_path).resolve())
     assert settings["checkpoints"]["upsample_2"] == str(second_path.resolve()) and settings["image_size"] == 64
     with pytest.raises(SamplingError, match=r"--upsample checkpoint .*up64 was trained to upsample 32 px images "
-                                            r"\(data.low_res_size\) but the base model makes 16 px"):
+                                            r"\(data.low_res_size, .*\) but the base model makes 16 px"):
         load_pipeline(tiny_checkpoints["base"], upsample=[second_path, first_path])
     with pytest.raises(SamplingError, match=r"\(upsampler 2\) was trained to upsample 16 px images .* but the "
                                             r"upsampler before it makes 32 px"):

@@ -121,8 +121,9 @@ def test_checkpoint_errors_name_the_problem(tiny_checkpoints, tmp_path):
         load_pipeline(edited)
     other = tiny_unet_config("upsample", UP_SIZE)
     other.data.low_res_size = 8
-    with pytest.raises(SamplingError, match=r"trained to upsample 8 px images \(data.low_res_size\) but the base "
-                                            r"model makes 16 px"):
+    with pytest.raises(SamplingError, match=r"trained to upsample 8 px images \(data.low_res_size, or a quarter "
+                                            r"of its output where its config.json has none\) but the base model "
+                                            r"makes 16 px"):
         load_pipeline(tiny_checkpoints["base"], upsample=save_tiny(tmp_path / "up8", other))
     (tmp_path / "fresh_run" / "checkpoints").mkdir(parents=True)
     with pytest.raises(SamplingError, match=r"fresh_run is a training workdir that has saved no checkpoint yet"):
