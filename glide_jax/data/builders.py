@@ -154,21 +154,163 @@ def _row_captions(value, where: str) -> Captions:
     return tuple(v.strip() for v in values if v.strip())
 
 
-def list_folder(source: str | os.PathLike) -> list[tuple[pathlib.Path, Captions]]:
-    """The (image path, captions) pairs of a folder or a JSONL/CSV manifest.
+@dataclasses.dataclass(frozen=True)
+class FolderListing:
+    """What `scan_folder` found.
+
+    Attributes:
+      pairs: (image path, captions), sorted by path.
+      misnamed: images left out because their path is not valid UTF-8 (TFDS
+        keys and text features must be), sorted; a directory only.
+    """
+
+    pairs: list[tuple[pathlib.Path, Captions]]
+    misnamed: tuple[pathlib.Path, ...] = ()
+
+
+def printable_path(path: os.PathLike) -> str:
+    """The path as text, undecodable bytes written as `\\xNN` (for logs and metadata)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _is_utf8(path: pathlib.Path) -> bool:
+    """Whether the path's bytes decode as UTF-8 (and so can be a TFDS key and text feature)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:  # os.fsdecode kept the undecodable bytes as lone surrogates
+        return False
+    return True
+
+
+def _walk_files(root: pathlib.Path):
+    """Yields (directory, sorted names of its regular files) for root and its subfolders.
+
+    Names starting with "." (`.thumbs/`, macOS `._photo.jpg`,
+    `.ipynb_checkpoints/`) are skipped, and so is anything that is not a regular
+    file once symlinks are followed (a folder named `album.png`, a broken
+    link). Symlinked folders are entered, each real folder only once (by its
+    own name rather than a link's, where both are in one folder), so a link
+    loop ends.
+    """
+    visited = {os.path.realpath(root)}
+    for directory, dirnames, filenames in os.walk(root, followlinks=True):
+        kept = []
+        for name in sorted(dirnames, key=lambda name: (os.path.islink(os.path.join(directory, name)), name)):
+            real = os.path.realpath(os.path.join(directory, name))
+            if not name.startswith(".") and real not in visited:
+                visited.add(real)
+                kept.append(name)
+        dirnames[:] = kept  # os.walk descends only into these
+        yield pathlib.Path(directory), sorted(
+            name for name in filenames if not name.startswith(".") and os.path.isfile(os.path.join(directory, name)))
+
+
+def _caption_names(names: list[str]) -> dict[str, str]:
+    """stem -> caption file name among `names`: `.txt` in any case, the exact `.txt` first."""
+    found = {}
+    for name in names:
+        stem, suffix = os.path.splitext(name)
+        if suffix.lower() == ".txt" and (stem not in found or suffix == ".txt"):
+            found[stem] = name
+    return found
+
+
+def _scan_directory(root: pathlib.Path) -> FolderListing:
+    """The images under `root` with their captions; misnamed ones are logged and listed apart."""
+    pairs, misnamed = [], []
+    for directory, names in _walk_files(root):
+        captions = _caption_names(names)
+        for name in names:
+            stem, suffix = os.path.splitext(name)
+            if suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            path = directory / name
+            if not _is_utf8(path):
+                misnamed.append(path)
+                continue
+            text = captions.get(stem)
+            caption = _read_text(directory / text, "caption file").strip() if text else ""
+            pairs.append((path, (caption,) if caption else ()))
+    for path in misnamed:
+        _LOG.warning("glide_jax.data: skipping %s: its name is not valid UTF-8; rename it to use it",
+                     printable_path(path))
+    return FolderListing(sorted(pairs, key=lambda pair: str(pair[0])), tuple(sorted(misnamed, key=os.fsencode)))
+
+
+def _json_rows(source: pathlib.Path) -> list[tuple[str, dict]]:
+    """(where, row) of a JSONL manifest's non-blank lines; `where` is FILE:LINE."""
+    rows = []
+    for line_no, line in enumerate(_read_text(source, "manifest").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{source}:{line_no}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            reason = err.msg.removesuffix(" at")  # "Unterminated string starting at"
+            raise ConfigError(f"{where}: not a JSON object ({reason} at column {err.colno})") from None
+        if not isinstance(row, dict) or "path" not in row or "caption" not in row:
+            found = sorted(row) if isinstance(row, dict) else type(row).__name__
+            raise ConfigError(f"{where}: a JSONL row needs 'path' and 'caption' keys (the caption may be "
+                              f"\"\" for none), got {found}")
+        rows.append((where, row))
+    return rows
+
+
+def _next_csv_row(reader, source: pathlib.Path) -> tuple[str, list[str]] | None:
+    """(FILE:LINE where the row starts, its fields), or None at the end of the file."""
+    where = f"{source}:{reader.line_num + 1}"
+    try:
+        return where, next(reader)
+    except StopIteration:
+        return None
+    except csv.Error as err:
+        raise ConfigError(f"{where}: not valid CSV ({err}); a caption with commas, quotes or line breaks "
+                          "must be in double quotes, its own quotes doubled (\"\")") from None
+
+
+def _csv_rows(source: pathlib.Path) -> list[tuple[str, dict]]:
+    """(where, row) of a CSV manifest's non-blank rows; `where` is FILE:LINE, the line a row starts on.
+
+    The strict dialect makes a quote left open (which would swallow every
+    later row into one caption) an error; a row with more fields than the
+    header (an unquoted comma in a caption) is one too, rather than a caption
+    cut at the comma.
+    """
+    reader = csv.reader(io.StringIO(_read_text(source, "manifest"), newline=""), strict=True)
+    first = _next_csv_row(reader, source)
+    header = first[1] if first else []
+    if "path" not in header or "caption" not in header:
+        raise ConfigError(f"{source}: the CSV header must name 'path' and 'caption' columns, got {header}")
+    rows = []
+    while (row := _next_csv_row(reader, source)) is not None:
+        where, fields = row
+        if len(fields) > len(header):
+            raise ConfigError(f"{where}: {len(fields)} fields but the header names {len(header)}; put a "
+                              "caption that contains commas in double quotes")
+        if fields:  # a blank line
+            rows.append((where, dict(zip(header, fields + [""] * (len(header) - len(fields))))))
+    return rows
+
+
+def scan_folder(source: str | os.PathLike) -> FolderListing:
+    """The images and captions of a folder or a JSONL/CSV manifest.
 
     Args:
       source: a directory (images with same-stem `.txt` captions, searched
-        recursively; a missing or empty `.txt` means no caption), a `.jsonl`
+        recursively through symlinked folders too; a missing or empty `.txt`
+        means no caption; names starting with "." are skipped), a `.jsonl`
         file of `{"path": ..., "caption": ...}` lines (a caption may be a list
         of strings), or a `.csv` file with a `path,caption` header. A path
         listed on several rows (COCO style: one row per caption) is one image
         with all its captions; training picks one at random each time.
-        Relative paths are relative to the manifest. Text is UTF-8 (a
-        byte-order mark is allowed).
+        Relative paths are relative to the manifest, and normalised
+        (`img/../img/a.png` is `img/a.png`). Text is UTF-8 (a byte-order mark
+        is allowed).
 
     Returns:
-      Pairs sorted by path, so the listing does not depend on the file system.
+      The listing; its pairs are sorted by path, so it does not depend on the
+      file system.
 
     Raises:
       FileNotFoundError: `source` does not exist.
@@ -177,45 +319,29 @@ def list_folder(source: str | os.PathLike) -> list[tuple[pathlib.Path, Captions]
     """
     source = pathlib.Path(source).expanduser()
     if source.is_dir():
-        pairs = []
-        for path in sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
-            text = path.with_suffix(".txt")
-            caption = _read_text(text, "caption file").strip() if text.exists() else ""
-            pairs.append((path, (caption,) if caption else ()))
-        return pairs
+        return _scan_directory(source)
     if not source.is_file():
         raise FileNotFoundError(f"config.data.folder_path = {str(source)!r}: no such file or directory")
-    rows = []  # (where, row)
     if source.suffix.lower() == ".jsonl":
-        for line_no, line in enumerate(_read_text(source, "manifest").splitlines(), 1):
-            if not line.strip():
-                continue
-            where = f"{source}:{line_no}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ConfigError(f"{where}: not a JSON object ({err.msg} at column {err.colno})") from None
-            if not isinstance(row, dict) or "path" not in row or "caption" not in row:
-                found = sorted(row) if isinstance(row, dict) else type(row).__name__
-                raise ConfigError(f"{where}: a JSONL row needs 'path' and 'caption' keys (the caption may be "
-                                  f"\"\" for none), got {found}")
-            rows.append((where, row))
+        rows = _json_rows(source)
     elif source.suffix.lower() == ".csv":
-        reader = csv.DictReader(io.StringIO(_read_text(source, "manifest"), newline=""))
-        header = reader.fieldnames or []
-        if "path" not in header or "caption" not in header:
-            raise ConfigError(f"{source}: the CSV header must name 'path' and 'caption' columns, got {header}")
-        rows = [(f"{source}:{reader.line_num}", row) for row in reader]  # line_num: where the row ends
+        rows = _csv_rows(source)
     else:
         raise ConfigError(f"config.data.folder_path = {str(source)!r}: expected a directory, .jsonl or .csv")
     captions: dict[pathlib.Path, list[str]] = {}
     for where, row in rows:
         if not isinstance(row["path"], str) or not row["path"]:
             raise ConfigError(f"{where}: 'path' must be a non-empty string, got {row['path']!r}")
-        image = source.parent / row["path"]
+        image = pathlib.Path(os.path.normpath(source.parent / row["path"]))
         value = row["caption"]
         captions.setdefault(image, []).extend(_row_captions("" if value is None else value, where))
-    return sorted(((path, tuple(texts)) for path, texts in captions.items()), key=lambda pair: str(pair[0]))
+    return FolderListing(sorted(((path, tuple(texts)) for path, texts in captions.items()),
+                                key=lambda pair: str(pair[0])))
+
+
+def list_folder(source: str | os.PathLike) -> list[tuple[pathlib.Path, Captions]]:
+    """The (image path, captions) pairs of `scan_folder(source)`, sorted by path."""
+    return scan_folder(source).pairs
 
 
 @dataclasses.dataclass(eq=False)
@@ -232,9 +358,12 @@ def image_folder_config(data_config) -> ImageFolderConfig:
     source = str(pathlib.Path(data_config.folder_path).expanduser().resolve())
     digest = hashlib.sha1(
         f"{source}|{data_config.folder_validation_fraction}|{data_config.folder_max_short_side}".encode())
-    for path, captions in list_folder(source):
+    listing = scan_folder(source)
+    for path, captions in listing.pairs:
         stat = path.stat() if path.exists() else None
         digest.update(f"{path}|{json.dumps(captions)}|{stat and stat.st_size}|{stat and stat.st_mtime_ns}\n".encode())
+    for path in listing.misnamed:  # so that the build's record of them is kept up to date
+        digest.update(b"misnamed|" + os.fsencode(path) + b"\n")
     return ImageFolderConfig(
         name=f"f{digest.hexdigest()[:16]}",
         source=source,
@@ -244,7 +373,8 @@ def image_folder_config(data_config) -> ImageFolderConfig:
 
 
 def _is_validation(path: pathlib.Path, fraction: float) -> bool:
-    return zlib.crc32(path.name.encode()) % 10_000 < fraction * 10_000
+    """Whether the image falls in the held-out share (a hash of its file name's bytes)."""
+    return zlib.crc32(os.fsencode(path.name)) % 10_000 < fraction * 10_000
 
 
 def read_rgb(path: pathlib.Path, max_short_side: int | None = None) -> np.ndarray:
@@ -274,8 +404,9 @@ class ImageFolderCaptions(tfds.core.GeneratorBasedBuilder):
     """The user's own images with captions.
 
     Each example is one image with all its captions (a list; training picks
-    one at random). Unreadable images are skipped with a warning naming the
-    file; the counts and names are kept in `info.metadata` ("skipped",
+    one at random). Unreadable images, and images whose path is not valid
+    UTF-8, are skipped with a warning naming the file; the counts and names
+    (undecodable bytes as `\\xNN`) are kept in `info.metadata` ("skipped",
     "skipped_files", "empty_captions", per split). Images without a caption
     are kept: they train the unconditional model. A folder in which no
     image can be read is an error.
@@ -303,9 +434,11 @@ class ImageFolderCaptions(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager):
         del dl_manager  # local files only
         cfg = self.builder_config
-        pairs = list_folder(cfg.source)
+        listing = scan_folder(cfg.source)
+        pairs = listing.pairs
         if not pairs:
-            raise ConfigError(f"config.data.folder_path = {cfg.source!r}: no images found")
+            misnamed = f" ({len(listing.misnamed)} skipped: names not UTF-8)" if listing.misnamed else ""
+            raise ConfigError(f"config.data.folder_path = {cfg.source!r}: no images found{misnamed}")
         held_out = [_is_validation(path, cfg.validation_fraction) for path, _ in pairs]
         splits = {"train": [p for p, out in zip(pairs, held_out) if not out]}
         if not splits["train"]:
@@ -316,12 +449,18 @@ class ImageFolderCaptions(tfds.core.GeneratorBasedBuilder):
         elif cfg.validation_fraction > 0:
             _LOG.warning("glide_jax.data: folder_validation_fraction = %s holds out none of %d images; "
                          "no validation split", cfg.validation_fraction, len(pairs))
+        # A misnamed image is counted as skipped in the split it would be in (train if that split is absent).
+        misnamed = {name: [] for name in splits}
+        for path in listing.misnamed:
+            split = "validation" if _is_validation(path, cfg.validation_fraction) else "train"
+            misnamed[split if split in splits else "train"].append(printable_path(path))
         for key in ("skipped", "skipped_files", "empty_captions"):
             self.info.metadata[key] = {}
-        return {name: self._generate_examples(name, items) for name, items in splits.items()}
+        return {name: self._generate_examples(name, items, misnamed[name]) for name, items in splits.items()}
 
-    def _generate_examples(self, split: str, pairs):
-        skipped, empty = [], 0
+    def _generate_examples(self, split: str, pairs, misnamed: list[str]):
+        """Yields the split's readable images; `misnamed` (names not UTF-8) are counted as skipped."""
+        skipped, empty = list(misnamed), 0
         for path, captions in pairs:
             try:
                 image = read_rgb(path, self.builder_config.max_short_side)
@@ -331,13 +470,14 @@ class ImageFolderCaptions(tfds.core.GeneratorBasedBuilder):
                 continue
             empty += not captions
             yield str(path), {"image": encode_png(image), "caption": list(captions), "path": str(path)}
-        if len(skipped) == len(pairs):
+        total = len(pairs) + len(misnamed)
+        if len(skipped) == total:
             raise ConfigError(f"config.data.folder_path = {self.builder_config.source!r}: none of the "
-                              f"{len(pairs)} images of the {split} split could be read (first: {skipped[0]}; "
+                              f"{total} images of the {split} split could be read (first: {skipped[0]}; "
                               "the log names each with its error)")
         if empty:
             _LOG.warning("glide_jax.data: %d of %d images in the %s split have no caption (kept as "
-                         "unconditional)", empty, len(pairs) - len(skipped), split)
+                         "unconditional)", empty, total - len(skipped), split)
         self.info.metadata["skipped"][split] = len(skipped)
         self.info.metadata["skipped_files"][split] = skipped
         self.info.metadata["empty_captions"][split] = empty

@@ -9,6 +9,7 @@ Images stay encoded so that shuffling and skipping are cheap.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from typing import Any
 
 from glide_jax.config import ConfigError
@@ -63,13 +64,47 @@ def make_builder(data_config):
     raise ConfigError(f"config.data.dataset = {data_config.dataset!r} has no local builder")
 
 
+def catalogue_builder(data_config):
+    """The TFDS catalogue builder config.data.tfds_name, its feature keys checked before any download.
+
+    Raises:
+      ConfigError: an unknown `tfds_name` (with close matches), or an
+        `image_key` / `text_key` the dataset's features do not have (or a
+        text feature that is not a string or a list of strings).
+    """
+    name = data_config.tfds_name
+    try:
+        builder = tfds.builder(name, data_dir=data_config.data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        close = difflib.get_close_matches(name, tfds.list_builders(with_community_datasets=False), n=3)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise ConfigError(f"config.data.tfds_name = {name!r}: no such TFDS dataset{hint}") from None
+    features = builder.info.features.get_tensor_info()  # known from the builder's code, before preparing
+    _get_nested(features, data_config.image_key, "image_key")
+    text = _get_nested(features, data_config.text_key, "text_key")
+    if not isinstance(text, tfds.features.TensorInfo) or text.dtype != tf.string or len(text.shape) > 1:
+        raise ConfigError(f"config.data.text_key = {data_config.text_key!r}: expected a string or list of "
+                          f"strings, got {text}")
+    return builder
+
+
 def _host_split_name(split: str, splits, process_index: int, process_count: int, where: str) -> str:
+    """The TFDS split string of this host's share of `split`.
+
+    Raises:
+      ValueError: `split` is not in `splits`, or has fewer examples than
+        there are hosts (a ConfigError then), or `process_index` is out of range.
+    """
     if split not in splits:
         raise ValueError(f"split {split!r} not in {where}; available: {', '.join(sorted(splits))}")
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} out of range for process_count {process_count}")
     if process_count == 1:
         return split
+    size = int(splits[split].num_examples)
+    if size < process_count:
+        raise ConfigError(f"split {split!r} of {where} has {size} example(s), fewer than the {process_count} "
+                          "hosts; every host needs at least one (use a larger split, or skip it)")
     return tfds.even_splits(split, n=process_count, drop_remainder=True)[process_index]
 
 
@@ -90,12 +125,8 @@ def load_host_split(data_config, split: str, process_index: int, process_count: 
     read_config = tfds.ReadConfig(interleave_cycle_length=1, try_autocache=False)
     if data_config.dataset == "tfds":
         image_key, text_key = data_config.image_key, data_config.text_key
-        builder = tfds.builder(data_config.tfds_name, data_dir=data_config.data_dir)
+        builder = catalogue_builder(data_config)  # checks the keys before downloading
         builder.download_and_prepare()  # split sizes are only known once prepared
-        # Before tfds.load, whose decoders would fail on a wrong key with TFDS's own message.
-        features = builder.info.features.get_tensor_info()
-        _get_nested(features, image_key, "image_key")
-        _get_nested(features, text_key, "text_key")
         name = _host_split_name(split, builder.info.splits, process_index, process_count, data_config.tfds_name)
         ds, info = tfds.load(
             data_config.tfds_name, split=name, data_dir=data_config.data_dir, download=True,
@@ -134,7 +165,7 @@ def prepare_dataset(data_config) -> dict:
       plus, for a folder, "skipped", "skipped_files" and "empty_captions".
     """
     if data_config.dataset == "tfds":
-        builder = tfds.builder(data_config.tfds_name, data_dir=data_config.data_dir)
+        builder = catalogue_builder(data_config)
     else:
         builder = make_builder(data_config)
     builder.download_and_prepare()

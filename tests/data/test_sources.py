@@ -1,6 +1,7 @@
 """The user's folder (directory, JSONL, CSV) and TFDS catalogue datasets."""
 
 import json
+import os
 import logging
 import pathlib
 import subprocess
@@ -264,3 +265,48 @@ def test_prepare_tool_reports_mistakes_in_one_line(tmp_path):
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.strip().splitlines()[-1] == (f"error: config.data.folder_path = '{tmp_path / 'nope'}': "
                                                     "no such file or directory")
+
+
+def test_unknown_catalogue_name_is_one_line_naming_the_key(tiny_config):
+    config = tiny_config(dataset="tfds", tfds_name="tiny_caption")
+    with pytest.raises(config_lib.ConfigError) as info:
+        sources.prepare_dataset(config.data)
+    assert str(info.value).startswith("config.data.tfds_name = 'tiny_caption': no such TFDS dataset; "
+                                      "did you mean 'tiny_captions'")
+    assert "\n" not in str(info.value)  # not TFDS's list of every dataset
+
+
+@pytest.mark.parametrize("keys, message", [
+    ({"image_key": "img"}, r"config\.data\.image_key = 'img': feature 'img' not found"),
+    ({"text_key": "captions/words"}, r"config\.data\.text_key = 'captions/words': feature 'words' not found"),
+    ({"text_key": "image"}, r"config\.data\.text_key = 'image': expected a string or list of strings"),
+])
+def test_catalogue_keys_are_checked_before_downloading(tiny_config, monkeypatch, keys, message):
+    def download_and_prepare(*args, **kwargs):
+        pytest.fail("downloaded before checking config.data.image_key / text_key")
+
+    monkeypatch.setattr(TinyCaptions, "download_and_prepare", download_and_prepare)
+    config = tiny_config(**{"dataset": "tfds", "tfds_name": "tiny_captions", "image_key": "image",
+                            "text_key": "captions/text", **keys})
+    with pytest.raises(config_lib.ConfigError, match=message):
+        sources.prepare_dataset(config.data)
+    with pytest.raises(config_lib.ConfigError, match=message):
+        sources.load_host_split(config.data, "train", 0, 1)
+
+
+def test_split_smaller_than_the_host_count_names_split_size_and_hosts(tiny_config):
+    config = tiny_config(shapes_train_size=4, shapes_validation_size=1)
+    assert sources.load_host_split(config.data, "train", 1, 2).num_examples == 2
+    with pytest.raises(config_lib.ConfigError, match=r"split 'validation' of glide_shapes has 1 example\(s\), "
+                                                     r"fewer than the 2 hosts"):
+        sources.load_host_split(config.data, "validation", 0, 2)
+
+
+def test_folder_build_records_names_that_are_not_utf8_as_skipped(tmp_path, tiny_config):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in (b"ok", b"caf\xe9"):  # the second a Latin-1 name
+        _save(os.fsencode(folder) + b"/" + name + b".png", np.full((8, 8, 3), 100, np.uint8))
+    report = sources.prepare_dataset(_folder_config(tiny_config, folder).data)
+    assert report["splits"] == {"train": 1} and report["skipped"] == {"train": 1}
+    assert report["skipped_files"] == {"train": [f"{folder}/caf\\xe9.png"]}
