@@ -306,7 +306,9 @@ def test_folder_build_records_names_that_are_not_utf8_as_skipped(tmp_path, tiny_
     folder = tmp_path / "photos"
     folder.mkdir()
     for name in (b"ok", b"caf\xe9"):  # the second a Latin-1 name
-        _save(os.fsencode(folder) + b"/" + name + b".png", np.full((8, 8, 3), 100, np.uint8))
+        # Written by hand: Pillow 10.0 (the oldest allowed) cannot save to a bytes path.
+        with open(os.fsencode(folder) + b"/" + name + b".png", "wb") as file:
+            _save(file, np.full((8, 8, 3), 100, np.uint8), format="PNG")
     report = sources.prepare_dataset(_folder_config(tiny_config, folder).data)
     assert report["splits"] == {"train": 1} and report["skipped"] == {"train": 1}
     assert report["skipped_files"] == {"train": [f"{folder}/caf\\xe9.png"]}
