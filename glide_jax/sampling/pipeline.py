@@ -308,11 +308,12 @@ class Pipeline:
 
     # ----------------------------------------------------------------- programs
 
-    def _diffusion(self, model: LoadedModel, respacing: str, flag: str):
+    def _diffusion(self, model: LoadedModel, respacing: str, key: str):
         try:
             return diffusion_from_config(model.config.diffusion, respacing)
-        except ValueError as exc:
-            raise SamplingError(f"{flag} {respacing!r}: {exc}") from None
+        except ValueError as exc:  # named for API and sample.py users alike
+            flag = "--" + key.replace("_", "-")
+            raise SamplingError(f"sample setting {key!r} = {respacing!r} (sample.py {flag}): {exc}") from None
 
     def _program(self, model: LoadedModel, respacing: str, sampler: str):
         """The jitted program of a stage; jit compiles it once per input shape."""
@@ -329,7 +330,7 @@ class Pipeline:
         return lambda a: jax.lax.with_sharding_constraint(a, sharding)
 
     def _build_base(self, respacing: str, sampler: str):
-        diffusion = self._diffusion(self.base, respacing, "--steps")
+        diffusion = self._diffusion(self.base, respacing, "steps")
         model, clip, constrain = self.base, self.clip, self._constrain()
 
         def run(variables, clip_variables, inputs, key):
@@ -354,7 +355,7 @@ class Pipeline:
         return jax.jit(run, out_shardings=batching.batch_sharding(self.mesh))
 
     def _build_upsample(self, model: LoadedModel, respacing: str, sampler: str):
-        diffusion = self._diffusion(model, respacing, "--upsample-steps")
+        diffusion = self._diffusion(model, respacing, "upsample_steps")
         constrain = self._constrain()
 
         def run(variables, inputs, base_samples, key):

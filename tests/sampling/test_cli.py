@@ -140,7 +140,7 @@ def test_bad_input_is_one_line_without_traceback(tiny_checkpoints, tmp_path):
         ([*base, "--guidance-scale", "nan"], "error: --guidance-scale nan: must be a finite"),
         ([*base, "--batch-size", "0"], "error: --batch-size 0: must be a positive integer"),
         ([*base, "--steps", "0"], "keeps no step"),
-        ([*base, "--steps", "1"], "--steps '1'", "needs at least 2 steps"),
+        ([*base, "--steps", "1"], "sample setting 'steps' = '1' (sample.py --steps)", "needs at least 2 steps"),
     ]
     for args, *fragments in cases:
         result = _sample_py("--prompt", "x", "--out", tmp_path / "out", *FAST, *args)
