@@ -568,6 +568,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     for key in ("model.image_size", "model.model_channels", "model.num_res_blocks"):
         _check_positive_int(config, key)
     _check_int_tuple(config, "model.channel_mult")
+    halvings = len(config.model.channel_mult) - 1
+    if config.model.kind != "clip" and config.model.image_size % 2**halvings:
+        _fail("model.image_size", config.model.image_size,
+              f"must be divisible by {2**halvings}: the U-Net halves it {halvings} times (model.channel_mult "
+              f"has {halvings + 1} levels)")
     attn = _get(config, "model.attention_resolutions")
     if not isinstance(attn, (tuple, list)):
         _fail("model.attention_resolutions", attn, "must be a tuple of pixel sizes")
@@ -596,6 +601,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if config.text.tokenizer == "sentencepiece" and not config.text.tokenizer_path:
         _fail("text.tokenizer_path", None, "is required with text.tokenizer='sentencepiece'")
     _check_positive_int(config, "diffusion.steps")
+    if config.diffusion.steps < 2:
+        _fail("diffusion.steps", config.diffusion.steps, "must be at least 2 (GLIDE uses 1000)")
     _check_choice(config, "diffusion.noise_schedule", NOISE_SCHEDULES)
     if config.model.kind == "clip":
         validate_clip(config)
@@ -741,6 +748,8 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
     if not file.is_file():
         raise ConfigError(f"config file {file} does not exist")
     spec = importlib.util.spec_from_file_location(f"_glide_jax_config_{file.stem}", file)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"config file {file} is not a Python file (.py) with a get_config()")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     get_config = getattr(module, "get_config", None)

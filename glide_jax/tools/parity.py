@@ -119,17 +119,19 @@ def format_row(check: Check) -> str:
 
 
 def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m glide_jax.tools.parity", description=__doc__.splitlines()[0])
     parser.add_argument("fixture_dir", type=pathlib.Path)
     parser.add_argument("--only", default=",".join(GROUPS),
                         help=f"comma-separated groups from {', '.join(GROUPS)}")
     args = parser.parse_args(argv)
-    groups = [g.strip() for g in args.only.split(",") if g.strip()]
+    groups = list(dict.fromkeys(g.strip() for g in args.only.split(",") if g.strip()))  # each group once
     unknown = [g for g in groups if g not in GROUPS]
-    if unknown:
-        parser.error(f"unknown group(s) {unknown}; choose from {', '.join(GROUPS)}")
+    if unknown or not groups:
+        parser.error(f"unknown group(s) {unknown}; choose from {', '.join(GROUPS)}" if unknown
+                     else f"--only {args.only!r} names no group; choose from {', '.join(GROUPS)}")
     if not args.fixture_dir.is_dir():
-        parser.error(f"fixture directory {args.fixture_dir} does not exist")
+        what = "is not a directory" if args.fixture_dir.exists() else "does not exist"
+        parser.error(f"fixture directory {args.fixture_dir} {what}")
     out(f"{'check':<58} {'max_abs':>11} {'rel_err':>11} {'metric':>6} {'tol':>9}  result")
     n_pass = n_fail = 0
     for group in groups:

@@ -77,6 +77,11 @@ def check_output(output: str | pathlib.Path, config: ml_collections.ConfigDict, 
     if (output / "checkpoints").is_dir():
         raise FileExistsError(f"--output {output} is a training workdir (it holds checkpoints/): exporting there "
                               f"would replace its config.json; use a folder of its own, e.g. {output / EXPORT_DIR}")
+    for parent in output.absolute().parents:
+        if parent.name == "checkpoints" and (parent.parent / checkpoints.CONFIG_FILE).is_file():
+            raise FileExistsError(f"--output {output} is inside the checkpoints of the training workdir "
+                                  f"{parent.parent}, where rotating old steps would delete it; use a folder of "
+                                  f"its own, e.g. {parent.parent / EXPORT_DIR}")
     if force or not (output / checkpoints.CONFIG_FILE).is_file():
         return
     try:
@@ -173,7 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         out = export_from_workdir(args.workdir, args.output, args.ema_rate, args.step, args.force)
-    except (checkpoints.CheckpointError, config_lib.ConfigError, OSError, ValueError) as exc:
+    except (checkpoints.CheckpointError, config_lib.ConfigError, checkpointing.UnreadableCheckpoint, OSError,
+            ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"exported {args.workdir} -> {out}")

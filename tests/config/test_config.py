@@ -27,6 +27,9 @@ def test_defaults_validate():
         ("model.attention_impl", "flash", "config.model.attention_impl = 'flash'"),
         ("train.coordinator_address", "host0", "config.train.coordinator_address = 'host0'"),  # no port
         ("train.num_processes", 0, "config.train.num_processes = 0"),
+        # base_config's channel_mult (1, 2, 3, 4) halves the image three times.
+        ("model.image_size", 36, "config.model.image_size = 36: must be divisible by 8"),
+        ("diffusion.steps", 1, "config.diffusion.steps = 1: must be at least 2"),
     ],
 )
 def test_bad_value_names_key(key, value, message):

@@ -47,3 +47,19 @@ def test_per_row_comparison_judges_each_row_by_its_own_scale():
     close = near_zero.copy()
     close[1, 0, 0] += 1e-4  # 1e-7 of row 1's scale
     assert parity_diffusion.compare_per_row("x", close, near_zero, 1e-5).passed
+
+
+def test_group_selection_is_checked(fixtures_dir, capsys):
+    import pytest
+
+    for only, message in (("", "names no group"), (",", "names no group"), ("model", "unknown group(s) ['model']")):
+        with pytest.raises(SystemExit) as stop:
+            parity.main([str(fixtures_dir), "--only", only], out=lambda line: None)
+        assert stop.value.code == 2 and message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parity.main([str(fixtures_dir / "base.pt"), "--only", "tokenizer"], out=lambda line: None)
+    assert "base.pt is not a directory" in capsys.readouterr().err
+    once, twice = [], []
+    parity.main([str(fixtures_dir), "--only", "tokenizer"], out=once.append)
+    parity.main([str(fixtures_dir), "--only", "tokenizer,tokenizer"], out=twice.append)
+    assert twice == once  # a group named twice runs once

@@ -86,6 +86,7 @@ def test_mesh_that_does_not_fit_the_devices(make_config, tmp_path):
     # "=None" reaches the config (ml_collections alone would try int('None')); validation then decides.
     ("--config.data.batch_size=None", "error: config.data.batch_size = None: must be a positive integer"),
     ("--config=configs/no_such_file.py", "error: config file configs/no_such_file.py does not exist"),
+    ("--config=README.md", "error: config file README.md is not a Python file (.py) with a get_config()"),
     ("--workdir=train.py", "error: --workdir train.py: exists and is not a directory"),
 ])
 def test_cli_rejects_unknown_and_bad_keys_in_one_line(tmp_path, override, message):

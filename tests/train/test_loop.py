@@ -103,6 +103,11 @@ def test_export_never_overwrites_a_run_or_another_model(base_run, tmp_path, caps
     for flags in ([], ["--force"]):  # a training workdir's config.json is never replaced
         assert export.main(["--workdir", str(workdir), "--output", str(run_copy), *flags]) == 2
         assert "is a training workdir (it holds checkpoints/)" in capsys.readouterr().err
+    # Nor inside its checkpoints, where rotation would delete the export with a step.
+    for inside in (workdir / "checkpoints" / "6", workdir / "checkpoints" / "mine"):
+        assert export.main(["--workdir", str(workdir), "--output", str(inside), "--force"]) == 2
+        assert f"is inside the checkpoints of the training workdir {workdir}" in capsys.readouterr().err
+    assert not (workdir / "checkpoints" / "mine").exists() and not (workdir / "checkpoints" / "6" / "params.npz").exists()
     assert export.main(["--workdir", str(tmp_path / "inpaint"), "--output", str(tmp_path / "x")]) == 2
     assert "is not a training workdir (no checkpoints/ in it)" in capsys.readouterr().err
 
