@@ -28,6 +28,7 @@ listing them) is refused rather than overwritten.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import pathlib
@@ -38,6 +39,7 @@ import warnings
 from typing import Callable, Sequence
 
 import ml_collections
+import numpy as np
 
 from glide_jax import config as config_lib
 from glide_jax.sampling import images as images_lib
@@ -165,25 +167,45 @@ def prepare_out_dir(out_dir: pathlib.Path) -> tuple[bool, set[pathlib.Path]]:
     return created, ours
 
 
-def write_outputs(out_dir: pathlib.Path, images, settings: dict, grid_cols: int | None = None,
-                  earlier: set[pathlib.Path] = frozenset(), written: Sequence[pathlib.Path] = ()) -> list[pathlib.Path]:
-    """Writes the PNGs not yet `written`, grid.png and settings.json; returns the PNG paths.
+@dataclasses.dataclass
+class _Outputs:
+    """The run's files in --out: PNGs as batches finish, then the grid and settings.json.
 
-    Files of an earlier run (`earlier`, from `prepare_out_dir`) that this run
-    did not rewrite are removed, so the folder holds one run's images and
-    their settings.
+    Attributes:
+      out: the output directory.
+      grid_cols: images per grid row (None: square).
+      earlier: files of an earlier run there (`prepare_out_dir`); those this
+        run does not rewrite are removed once its settings.json is written,
+        so the folder holds one run's images and their settings.
+      images: uint8 (S, S, 3) images, in prompt order.
+      paths: their PNG files.
+      warnings: the messages of the warnings the run printed.
     """
-    paths = list(written)
-    for index in range(len(paths), len(images)):
-        paths.append(out_dir / f"{index:04d}.png")
-        images_lib.save_png(paths[-1], images[index])
-    ncols = math.ceil(math.sqrt(len(images))) if grid_cols is None else min(grid_cols, len(images))
-    images_lib.save_png(out_dir / "grid.png", images_lib.make_grid(images, ncols=ncols))
-    for stale in sorted(set(earlier) - set(paths) - {out_dir / "grid.png"}):
-        stale.unlink(missing_ok=True)
-    record = dict(settings, files=[p.name for p in paths], grid="grid.png", grid_cols=ncols)
-    (out_dir / "settings.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    return paths
+
+    out: pathlib.Path
+    grid_cols: int | None
+    earlier: set[pathlib.Path] = dataclasses.field(default_factory=set)
+    images: list = dataclasses.field(default_factory=list)
+    paths: list[pathlib.Path] = dataclasses.field(default_factory=list)
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    def add(self, image) -> None:
+        """Writes the next image's PNG."""
+        self.paths.append(self.out / f"{len(self.paths):04d}.png")
+        images_lib.save_png(self.paths[-1], image)
+        self.images.append(image)
+
+    def finish(self, settings: dict) -> list[pathlib.Path]:
+        """Writes grid.png and settings.json (`settings` plus the files, grid and warnings); returns the PNGs."""
+        ncols = (math.ceil(math.sqrt(len(self.images))) if self.grid_cols is None
+                 else min(self.grid_cols, len(self.images)))
+        images_lib.save_png(self.out / "grid.png", images_lib.make_grid(np.stack(self.images), ncols=ncols))
+        for stale in sorted(set(self.earlier) - set(self.paths) - {self.out / "grid.png"}):
+            stale.unlink(missing_ok=True)
+        record = dict(settings, image_size=int(self.images[0].shape[0]), files=[p.name for p in self.paths],
+                      grid="grid.png", grid_cols=ncols, warnings=self.warnings)
+        (self.out / "settings.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        return self.paths
 
 
 def _absolute(path) -> str | None:
@@ -205,7 +227,7 @@ def _unused_flags(args: argparse.Namespace) -> list[str]:
     return unused
 
 
-def _run_record(args, pipe, prompts, sample_config, inpaint, image_size: int) -> dict:
+def _run_record(args, pipe, prompts, sample_config, inpaint) -> dict:
     """settings.json: what ran, on what, with which settings and software."""
     import jax  # pylint: disable=import-outside-toplevel
 
@@ -236,7 +258,6 @@ def _run_record(args, pipe, prompts, sample_config, inpaint, image_size: int) ->
         num_devices=pipe.num_devices,
         backend=jax.default_backend(),
         versions={"glide_jax": __version__, "jax": jax.__version__},
-        image_size=image_size,
     )
 
 
@@ -293,13 +314,10 @@ def run(args: argparse.Namespace, echo: Callable[[str], None] = print) -> list[p
         raise SamplingError("--image and --mask must be given together")
     if args.grid_cols is not None and args.grid_cols < 1:
         raise SamplingError(f"--grid-cols {args.grid_cols}: must be at least 1")
-    grid_cols = _grid_cols(args)
     created, earlier = prepare_out_dir(args.out)
-    done: list = []  # uint8 images, in prompt order
-    written: list[pathlib.Path] = []
-    shown: list[str] = []
+    outputs = _Outputs(args.out, _grid_cols(args), earlier)
     with warnings.catch_warnings():
-        warnings.showwarning = _recording(shown)
+        warnings.showwarning = _recording(outputs.warnings)
         for flag in _unused_flags(args):
             warnings.warn(f"{flag} has no effect and is not recorded", stacklevel=2)
         try:
@@ -308,35 +326,33 @@ def run(args: argparse.Namespace, echo: Callable[[str], None] = print) -> list[p
             inpaint = None
             if args.image is not None:
                 inpaint = pipe.load_inpaint_inputs(args.image, args.mask)
-            record = _run_record(args, pipe, prompts, sample_config, inpaint, image_size=0)
-            for start, batch in pipe.iter_batches(prompts, sample_config, inpaint=inpaint,
-                                                  progress=not args.no_progress):
-                for offset, image in enumerate(batch):
-                    written.append(args.out / f"{start + offset:04d}.png")
-                    images_lib.save_png(written[-1], image)
-                    done.append(image)
+            record = _run_record(args, pipe, prompts, sample_config, inpaint)
+            for _, batch in pipe.iter_batches(prompts, sample_config, inpaint=inpaint,
+                                              progress=not args.no_progress):
+                for image in batch:
+                    outputs.add(image)
         except BaseException as exc:
-            if done:
-                _keep_finished(args, record, prompts, done, written, grid_cols, earlier, shown, exc, echo)
+            if outputs.images:
+                _keep_finished(outputs, record, prompts, exc, echo)
             elif created and args.out.is_dir() and not any(args.out.iterdir()):
                 args.out.rmdir()  # nothing of a failed or interrupted run is left behind
             raise
-    record.update(image_size=int(done[0].shape[0]), warnings=shown)
-    paths = write_outputs(args.out, done, record, grid_cols, earlier, written)
+    paths = outputs.finish(record)
     echo(f"wrote {len(paths)} image{'s' if len(paths) > 1 else ''}, grid.png and settings.json to {args.out}")
     return paths
 
 
-def _keep_finished(args, record, prompts, done, written, grid_cols, earlier, shown, exc, echo) -> None:
+def _keep_finished(outputs: _Outputs, record: dict, prompts: list[str], exc: BaseException,
+                   echo: Callable[[str], None]) -> None:
     """Writes the grid and settings.json of the images finished before `exc` stopped the run."""
+    done = len(outputs.images)
     interrupted = isinstance(exc, KeyboardInterrupt)
-    record.update(interrupted=True, image_size=int(done[0].shape[0]), prompts=prompts[:len(done)],
-                  prompts_not_sampled=prompts[len(done):], warnings=shown)
+    record = dict(record, interrupted=True, prompts=prompts[:done], prompts_not_sampled=prompts[done:])
     if not interrupted:
         record["error"] = f"{type(exc).__name__}: {exc}"
-    write_outputs(args.out, done, record, grid_cols, earlier, written)
+    outputs.finish(record)
     why = "interrupted" if interrupted else f"stopped by {type(exc).__name__}"
-    echo(f"{why}: kept the {len(done)} finished images of {len(prompts)} in {args.out}")
+    echo(f"{why}: kept the {done} finished images of {len(prompts)} in {outputs.out}")
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
