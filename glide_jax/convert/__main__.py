@@ -12,16 +12,17 @@ glide-text2im's `create_model_and_diffusion` options (either bare or under
 vocabulary size) or, for the CLIP kinds, its CLIP yaml (bare or under "config").
 
 The two CLIP encoders are released as separate files: convert both into the
-same DIR and the second run completes the `NoisedCLIP` parameters. A DIR that
-already holds another checkpoint (another kind, or a CLIP of another config)
-is refused unless `--force` replaces it. Errors are one `error:` line on
-stderr with exit status 2.
+same DIR and the second run completes the `NoisedCLIP` parameters. The same
+network may be converted again into its own DIR; a DIR that already holds
+another checkpoint (another kind or config) is refused unless `--force`
+replaces it, and a training workdir is always refused (see `output`).
+Everything is read, converted and checked before DIR is touched. Errors are
+one `error:` line on stderr with exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import sys
 from typing import Callable
@@ -29,106 +30,58 @@ from typing import Callable
 import ml_collections
 import numpy as np
 
-from glide_jax import checkpoints
 from glide_jax import config as config_lib
 from glide_jax.convert import core
+from glide_jax.convert import output as output_lib
+from glide_jax.convert.options import KINDS, options_config, preset_config
 
-# --kind -> (config.model.kind, preset file in configs/)
-KINDS = {
-    "base": ("base", "glide_base.py"),
-    "upsample": ("upsample", "glide_upsample.py"),
-    "base-inpaint": ("inpaint", "glide_base_inpaint.py"),
-    "upsample-inpaint": ("upsample_inpaint", "glide_upsample_inpaint.py"),
-    "clip-image": ("clip", "glide_clip.py"),
-    "clip-text": ("clip", "glide_clip.py"),
-}
-_FLAGS = {"base": (False, False), "upsample": (False, True), "inpaint": (True, False),
-          "upsample_inpaint": (True, True)}  # model kind -> (inpaint, super_res)
-CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs"
+__all__ = ["KINDS", "convert", "main", "options_config", "preset_config"]
+_CLIP_FILES = {"clip-image": "clip_image_enc.pt", "clip-text": "clip_text_enc.pt"}
 
 
-def preset_config(kind: str) -> ml_collections.ConfigDict:
-    """The released-size config of a --kind, from configs/."""
-    path = CONFIGS_DIR / KINDS[kind][1]
-    if not path.is_file():
-        raise core.ConversionError(f"preset {path} not found (it ships with the repository); pass --options")
-    return config_lib.load_config_file(str(path))
-
-
-def _unet_config(raw: dict, model_kind: str) -> ml_collections.ConfigDict:
-    options = dict(raw.get("model_and_diffusion_options", raw))
-    inpaint, super_res = _FLAGS[model_kind]
-    for flag, wanted in (("inpaint", inpaint), ("super_res", super_res)):
-        if flag in options and bool(options[flag]) != wanted:
-            raise core.ConversionError(
-                f"options say {flag}={options[flag]}, which does not fit model kind {model_kind!r}")
-        options[flag] = wanted
-    config = config_lib.config_from_glide_options(options)
-    if "tokenizer_n_vocab" in raw:
-        config.text.n_vocab = int(raw["tokenizer_n_vocab"])
-    return config_lib.validate(config)
-
-
-def options_config(path: pathlib.Path, kind: str) -> ml_collections.ConfigDict:
-    """A config from a glide-text2im options JSON (see the module docstring)."""
-    try:
-        raw = json.loads(pathlib.Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise core.ConversionError(f"cannot read options {path}: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise core.ConversionError(f"options {path} must hold a JSON object")
-    model_kind = KINDS[kind][0]
-    if model_kind == "clip":
-        return config_lib.clip_config_from_glide(raw.get("config", raw))
-    return _unet_config(raw, model_kind)
-
-
-def _clip_params(kind: str, state: dict, config, output: pathlib.Path) -> dict:
-    """One CLIP encoder's params, merged with the other one already in `output`."""
+def _clip_params(kind: str, state: dict, config, kept: dict) -> dict:
+    """One CLIP encoder's params beside `kept` (the other one, if any), with the logit scale once both are there."""
     from glide_jax.convert import clip as clip_convert  # only the CLIP kinds need it
 
     if kind == "clip-image":
-        params = {"image_encoder": clip_convert.convert_clip_image(state, config)}
+        params = {**kept, "image_encoder": clip_convert.convert_clip_image(state, config)}
     else:
-        params = {"text_encoder": clip_convert.convert_clip_text(state, config)}
-    if (output / checkpoints.PARAMS_FILE).is_file():  # the other encoder, checked by `_check_output`
-        _, old_params = checkpoints.load_model(output)
-        params = {**old_params, **params}
-    if {"image_encoder", "text_encoder"} <= set(params):  # both encoders: add the logit scale
+        params = {**kept, "text_encoder": clip_convert.convert_clip_text(state, config)}
+    if set(output_lib.ENCODERS.values()) <= set(params):
         return clip_convert.assemble_clip_params(params["image_encoder"], params["text_encoder"], config)["params"]
     return params
 
 
-def _check_output(output: pathlib.Path, kind: str, config, force: bool) -> None:
-    """Refuses to replace a checkpoint already in `output`, except a CLIP's other encoder.
-
-    The two CLIP encoders come as two files and are converted into one
-    checkpoint, so `--kind clip-text` into a folder holding a CLIP of the same
-    config writes the text encoder beside the image encoder. Anything else
-    already there (another model, a CLIP of another config) is only replaced
-    with `force`.
-    """
-    if not (output / checkpoints.CONFIG_FILE).is_file() or force:
-        return
+def _convert_state(input_path, kind: str, config, kept: dict, options) -> dict:
+    state = core.load_state(input_path)
     try:
-        old_config = checkpoints.load_config(output)
-        old_kind = old_config.model.kind
-    except Exception:  # noqa: BLE001 - any unreadable checkpoint is "something else"
-        old_kind, old_config = "unreadable", None
-    if KINDS[kind][0] == "clip" and old_kind == "clip" and old_config.clip.to_dict() == config.clip.to_dict():
-        return  # this encoder is (re)written beside the other one
-    raise core.ConversionError(
-        f"--output {output} already holds a {old_kind!r} checkpoint"
-        + (" of another CLIP config" if old_kind == "clip" and KINDS[kind][0] == "clip" else "")
-        + "; choose another --output, or pass --force to replace it")
+        if kind in output_lib.ENCODERS:
+            return _clip_params(kind, state, config, kept)
+        from glide_jax.convert.unet import convert_unet
+
+        return convert_unet(state, config)
+    except core.CheckpointMismatch as exc:
+        if not exc.another_size:
+            raise
+        hint = (f"the options {options} do not match the checkpoint: check --kind and those options" if options
+                else "a checkpoint of another size or kind: check --kind, and pass the model's glide-text2im "
+                     "options with --options")
+        raise core.CheckpointMismatch(f"{exc}\n  ({hint})", another_size=True) from exc
 
 
 def convert(input_path: str | pathlib.Path, kind: str, output: str | pathlib.Path,
             options: str | pathlib.Path | None = None, force: bool = False) -> tuple[ml_collections.ConfigDict, dict]:
     """Converts INPUT and writes the exported checkpoint to `output`.
 
+    The checkpoint is read, converted and checked first; `output` is written
+    only then, all or nothing (`output_lib.write_model`).
+
     Args:
-      force: replace whatever checkpoint `output` holds (see `_check_output`).
+      input_path: the `.pt` or `.npz` state dict.
+      kind: one of `KINDS`.
+      output: the folder for config.json + params.npz.
+      options: glide-text2im options JSON, or None for the released preset.
+      force: replace another checkpoint in `output` (see `output_lib.check_output`).
 
     Returns:
       (config, params) as written by `checkpoints.save_model`.
@@ -136,19 +89,33 @@ def convert(input_path: str | pathlib.Path, kind: str, output: str | pathlib.Pat
     if kind not in KINDS:
         raise core.ConversionError(f"--kind {kind!r} is not one of {', '.join(KINDS)}")
     output = pathlib.Path(output)
-    config = options_config(pathlib.Path(options), kind) if options else preset_config(kind)
-    _check_output(output, kind, config, force)
-    if force and (output / checkpoints.PARAMS_FILE).is_file():
-        (output / checkpoints.PARAMS_FILE).unlink()  # replaced, not merged
-    state = core.load_state(input_path)
-    if KINDS[kind][0] == "clip":
-        params = _clip_params(kind, state, config, output)
-    else:
-        from glide_jax.convert.unet import convert_unet
-
-        params = convert_unet(state, config)
-    checkpoints.save_model(output, config, params)
+    config = options_config(options, kind) if options else preset_config(kind)
+    kept = output_lib.check_output(output, kind, config, force)
+    params = _convert_state(input_path, kind, config, kept, options)
+    output_lib.write_model(output, config, params)
     return config, params
+
+
+def _success_line(args: argparse.Namespace, config, params: dict) -> str:
+    count = sum(int(np.size(leaf)) for leaf in _leaves(params))
+    line = f"wrote {args.output}: model.kind={config.model.kind}, {count} parameters"
+    if args.kind not in output_lib.ENCODERS:
+        return line
+    if set(output_lib.ENCODERS.values()) <= set(params):
+        return line + " (both CLIP encoders)"
+    other = next(kind for kind in output_lib.ENCODERS if kind != args.kind)
+    options = f" --options {args.options}" if args.options else ""
+    return (f"{line} (the CLIP {args.kind[5:]} encoder only: the {other[5:]} encoder is still missing; add it "
+            f"with python -m glide_jax.convert {_CLIP_FILES[other]} --kind {other}{options} --output {args.output})")
+
+
+def _vocab_warning(config) -> str | None:
+    text = config.get("text")
+    if (config.model.kind == "clip" or text is None or text.tokenizer != "gpt2"
+            or int(text.n_vocab) == config_lib.GPT2_VOCAB_SIZE):
+        return None
+    return (f"warning: the model has {text.n_vocab} token embeddings but the GPT-2 tokenizer gives ids up to "
+            f"{config_lib.GPT2_VOCAB_SIZE - 1}; sample.py will refuse it (a test-sized checkpoint?)")
 
 
 def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> int:
@@ -158,21 +125,18 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     parser.add_argument("--options", default=None, help="glide-text2im options JSON (default: released size)")
     parser.add_argument("--output", required=True, help="directory for config.json + params.npz")
     parser.add_argument("--force", action="store_true",
-                        help="replace a checkpoint already in --output (the other CLIP encoder is merged anyway)")
+                        help="replace a checkpoint already in --output (the other CLIP encoder of the same "
+                             "config is merged anyway; a training workdir is never replaced)")
     args = parser.parse_args(argv)
     try:
         config, params = convert(args.input, args.kind, args.output, args.options, args.force)
     except (core.ConversionError, config_lib.ConfigError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    count = sum(int(np.size(leaf)) for leaf in _leaves(params))
-    out(f"wrote {args.output}: model.kind={config.model.kind}, {count} parameters"
-        + (" (both CLIP encoders)" if {"image_encoder", "text_encoder"} <= set(params) else ""))
-    text = config.get("text")
-    if (config.model.kind != "clip" and text is not None and text.tokenizer == "gpt2"
-            and int(text.n_vocab) != config_lib.GPT2_VOCAB_SIZE):
-        print(f"warning: the model has {text.n_vocab} token embeddings but the GPT-2 tokenizer gives ids up to "
-              f"{config_lib.GPT2_VOCAB_SIZE}; sample.py will refuse it (a test-sized checkpoint?)", file=sys.stderr)
+    out(_success_line(args, config, params))
+    warning = _vocab_warning(config)
+    if warning:
+        print(warning, file=sys.stderr)
     return 0
 
 

@@ -91,8 +91,8 @@ def convert_clip_text(state: Mapping[str, Any], config: ml_collections.ConfigDic
 def _convert(state: Mapping[str, Any], template: Mapping, which: str) -> dict:
     try:
         return core.convert_state(state, template, clip_rule)
-    except core.ConversionError as exc:  # say which of the two files it was
-        raise core.ConversionError(f"CLIP {which} encoder: {exc}") from exc
+    except core.CheckpointMismatch as exc:  # say which of the two files it was
+        raise core.CheckpointMismatch(f"CLIP {which} encoder: {exc}", another_size=exc.another_size) from exc
 
 
 def assemble_clip_params(image_params: dict, text_params: dict,

@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import pickle
+import warnings
+import zipfile
 from typing import Any, Callable, Mapping
 
 import flax.linen as nn
@@ -24,6 +26,20 @@ Path = tuple[str, ...]
 
 class ConversionError(ValueError):
     """A checkpoint cannot be read or does not match the model."""
+
+
+class CheckpointMismatch(ConversionError):
+    """The checkpoint's keys or shapes do not fit the model built from the config.
+
+    Attributes:
+      another_size: some shapes differ, or keys are both missing and
+        unexpected: most likely a checkpoint of another size or kind than the
+        config describes (rather than a damaged one).
+    """
+
+    def __init__(self, message: str, *, another_size: bool):
+        super().__init__(message)
+        self.another_size = another_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,50 +96,109 @@ def _to_numpy(value: Any, key: str) -> np.ndarray:
     raise ConversionError(f"checkpoint entry {key!r} is a {type(value).__name__}, not an array")
 
 
-def _load_torch(path: pathlib.Path) -> Mapping[str, Any]:
+# Lines of torch's weights-only error that are advice, not the reason (its advice to
+# retry with weights_only=False is exactly what this converter must not do).
+_TORCH_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation")
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive (an empty one starts with its end record)
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _first_line(exc: BaseException, limit: int = 120) -> str:
+    """The first line of an exception's message, cut after its first sentence when long."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    line = lines[0] if lines else type(exc).__name__
+    end = line.find(". ", 40)
+    return line[:end + 1] if len(line) > limit and end > 0 else line
+
+
+def _unpickler_reason(exc: pickle.UnpicklingError) -> str:
+    """What torch's weights-only unpickler objected to, without its advice."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith(_TORCH_BOILERPLATE)]
+    reason = " ".join(lines).replace("WeightsUnpickler error:", "").strip().rstrip(".")
+    return reason or type(exc).__name__
+
+
+def _load_torch(path: pathlib.Path) -> Any:
     try:
         import torch  # optional dependency: pip install glide-jax[convert]
     except ImportError as exc:
         raise ConversionError(f"reading {path} needs PyTorch (pip install 'glide-jax[convert]')") from exc
+    unreadable = f"cannot read {path} as a PyTorch checkpoint"
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # its pickle-protocol notes would precede our one error line
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise ConversionError(
-            f"refusing to load {path}: it is not a plain tensor state dict (the pickle references "
-            f"objects outside torch's weights-only allowlist, which could run code). "
-            f"Details: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise ConversionError(f"cannot read {path} as a PyTorch checkpoint: {exc}") from exc
-    return state
+        reason = _unpickler_reason(exc)
+        if "GLOBAL" in reason:  # a pickle that builds objects outside torch's allowlist
+            raise ConversionError(
+                f"refusing to load {path}: it is not a plain tensor state dict ({reason}); a pickle that "
+                "builds arbitrary objects could run code, so it is never loaded") from None
+        raise ConversionError(f"{unreadable}: it is not a torch.save file, or it is corrupt ({reason})") from None
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, KeyError, EOFError... on bad bytes
+        raise ConversionError(f"{unreadable}: it is not a torch.save file, or it is corrupt "
+                              f"({type(exc).__name__}: {_first_line(exc)})") from None
+
+
+def _load_npz(path: pathlib.Path) -> dict[str, np.ndarray]:
+    with open(path, "rb") as file:
+        magic = file.read(len(_NPY_MAGIC))
+    if magic.startswith(_NPY_MAGIC):
+        raise ConversionError(f"{path} is a single .npy array, not an .npz of named arrays")
+    if not magic.startswith(_ZIP_MAGIC):
+        raise ConversionError(f"{path} is not a readable .npz (it is not a zip archive of arrays)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):  # an object array: numpy would have to unpickle it
+            raise ConversionError(f"refusing to load {path}: it holds pickled Python objects, which could "
+                                  "run code") from None
+        raise ConversionError(f"{path} is not a readable .npz ({_first_line(exc)}); it may be truncated") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ConversionError(f"{path} is not a readable .npz ({_first_line(exc)}); it may be truncated") from None
+
+
+_SUFFIXES = (".npz", ".pt", ".pth", ".bin")
+
+
+def _check_file(path: pathlib.Path) -> None:
+    if path.is_dir():
+        raise ConversionError(f"checkpoint {path} is a directory: pass the .pt or .npz file itself")
+    if not path.is_file():
+        raise ConversionError(f"checkpoint {path} does not exist")
+    if path.suffix.lower() not in _SUFFIXES:
+        raise ConversionError(f"unsupported checkpoint type {path.suffix!r} for {path}: use .pt or .npz")
+    if path.stat().st_size == 0:
+        raise ConversionError(f"cannot read checkpoint {path}: the file is empty")
 
 
 def load_state(path: str | pathlib.Path) -> dict[str, np.ndarray]:
     """Reads a flat {name: array} checkpoint from `.npz` or `.pt`.
 
     `.pt` files go through `torch.load(weights_only=True)`, which refuses
-    pickles that would construct arbitrary objects (and so run code).
+    pickles that would construct arbitrary objects (and so run code). The
+    suffix is matched case-insensitively.
 
     Args:
-      path: a `.npz` (no pickled objects allowed) or `.pt`/`.pth` file.
+      path: a `.npz` (no pickled objects allowed) or `.pt`/`.pth`/`.bin` file.
 
     Returns:
       Ordered dict of name -> numpy array (floating tensors as float32).
+
+    Raises:
+      ConversionError: one line saying why the file cannot be used (absent,
+        a directory, empty, truncated, not a checkpoint, or unsafe).
     """
     path = pathlib.Path(path)
-    if not path.is_file():
-        raise ConversionError(f"checkpoint {path} does not exist")
-    if path.suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                return {key: data[key] for key in data.files}
-        except ValueError as exc:
-            raise ConversionError(f"refusing to load {path}: {exc}") from exc
-    if path.suffix in (".pt", ".pth", ".bin"):
-        state = _load_torch(path)
-        if not isinstance(state, Mapping):
-            raise ConversionError(f"{path} holds a {type(state).__name__}, expected a state dict")
-        return {str(key): _to_numpy(value, key) for key, value in state.items()}
-    raise ConversionError(f"unsupported checkpoint type {path.suffix!r} for {path}: use .pt or .npz")
+    _check_file(path)
+    if path.suffix.lower() == ".npz":
+        return _load_npz(path)
+    state = _load_torch(path)
+    if not isinstance(state, Mapping):
+        raise ConversionError(f"{path} holds a {type(state).__name__}, expected a state dict")
+    return {str(key): _to_numpy(value, key) for key, value in state.items()}
 
 
 def param_template(model: nn.Module, inputs: Mapping[str, Any]) -> dict[Path, jax.ShapeDtypeStruct]:
@@ -150,9 +225,6 @@ def _format_problems(missing, unexpected, mismatched) -> str:
                      + _listed(list(unexpected), ", "))
     if mismatched:
         lines.append(f"  shape mismatches ({len(mismatched)}): " + _listed(list(mismatched), "; "))
-    if mismatched or (missing and unexpected):
-        lines.append("  (a checkpoint of another size or kind: check --kind, and pass the model's "
-                     "glide-text2im options with --options)")
     return "\n".join(lines)
 
 
@@ -169,7 +241,7 @@ def convert_state(state: Mapping[str, np.ndarray], template: Mapping[Path, Any],
       Nested {name: ... float32 np.ndarray} params tree (no "params" wrapper).
 
     Raises:
-      ConversionError: listing missing keys, unexpected keys and shape
+      CheckpointMismatch: listing missing keys, unexpected keys and shape
         mismatches (all of them, not only the first).
     """
     filled: dict[Path, np.ndarray] = {}
@@ -197,5 +269,6 @@ def convert_state(state: Mapping[str, np.ndarray], template: Mapping[Path, Any],
         filled[target.path] = np.ascontiguousarray(array)
     missing = [path for path in template if path not in targeted]
     if missing or unexpected or mismatched:
-        raise ConversionError(_format_problems(missing, unexpected, mismatched))
+        raise CheckpointMismatch(_format_problems(missing, unexpected, mismatched),
+                                 another_size=bool(mismatched or (missing and unexpected)))
     return traverse_util.unflatten_dict(filled)

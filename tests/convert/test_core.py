@@ -25,9 +25,38 @@ def test_malicious_pickle_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
     torch.save({"weight": torch.zeros(2), "payload": _RunsCode(marker)}, path)
-    with pytest.raises(core.ConversionError, match="refusing to load .*evil.pt"):
+    with pytest.raises(core.ConversionError, match="refusing to load .*evil.pt") as info:
         core.load_state(path)
     assert not marker.exists()
+    assert "posix.system" in str(info.value) or "os.system" in str(info.value)
+    assert "weights_only" not in str(info.value)  # torch's advice to load it unsafely is dropped
+
+
+def test_unreadable_pt_files_are_one_clear_error(tmp_path):
+    pytest.importorskip("torch")
+    (tmp_path / "random.pt").write_bytes(np.random.default_rng(0).bytes(1000))
+    (tmp_path / "text.pt").write_text("hello world\n")  # torch's unpickler raises KeyError on it
+    (tmp_path / "empty.pt").write_bytes(b"")
+    for name in ("random.pt", "text.pt"):
+        with pytest.raises(core.ConversionError, match=f"cannot read .*{name} as a PyTorch checkpoint") as info:
+            core.load_state(tmp_path / name)
+        assert "weights_only" not in str(info.value) and "will likely succeed" not in str(info.value)
+    with pytest.raises(core.ConversionError, match="empty.pt: the file is empty"):
+        core.load_state(tmp_path / "empty.pt")
+
+
+def test_unreadable_npz_files_are_one_clear_error(fixtures_dir, tmp_path):
+    raw = (fixtures_dir / "base_state.npz").read_bytes()
+    (tmp_path / "truncated.npz").write_bytes(raw[: len(raw) // 2])
+    (tmp_path / "empty.npz").write_bytes(b"")
+    (tmp_path / "random.npz").write_bytes(np.random.default_rng(0).bytes(1000))
+    with pytest.raises(core.ConversionError, match="truncated.npz is not a readable .npz"):
+        core.load_state(tmp_path / "truncated.npz")
+    with pytest.raises(core.ConversionError, match="empty.npz: the file is empty"):
+        core.load_state(tmp_path / "empty.npz")
+    with pytest.raises(core.ConversionError, match="random.npz is not a readable .npz") as info:
+        core.load_state(tmp_path / "random.npz")
+    assert "allow_pickle" not in str(info.value)
 
 
 def test_npz_with_objects_is_refused(tmp_path):
@@ -40,14 +69,18 @@ def test_npz_with_objects_is_refused(tmp_path):
 def test_missing_file_and_unknown_suffix(tmp_path):
     with pytest.raises(core.ConversionError, match="absent.pt does not exist"):
         core.load_state(tmp_path / "absent.pt")
+    (tmp_path / "folder.pt").mkdir()
+    with pytest.raises(core.ConversionError, match="folder.pt is a directory"):
+        core.load_state(tmp_path / "folder.pt")
     (tmp_path / "weights.h5").write_bytes(b"")
     with pytest.raises(core.ConversionError, match="unsupported checkpoint type '.h5'"):
         core.load_state(tmp_path / "weights.h5")
 
 
-def test_pt_equals_npz(fixtures_dir):
+def test_pt_equals_npz(fixtures_dir, tmp_path):
     pytest.importorskip("torch")
-    pt = core.load_state(fixtures_dir / "base.pt")
+    (tmp_path / "BASE.PT").write_bytes((fixtures_dir / "base.pt").read_bytes())  # the suffix in any case
+    pt = core.load_state(tmp_path / "BASE.PT")
     npz = core.load_state(fixtures_dir / "base_state.npz")
     assert list(pt) == list(npz)
     for key in npz:
