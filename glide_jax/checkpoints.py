@@ -128,6 +128,22 @@ def missing_export_hint(path: str | pathlib.Path) -> str:
     return ""
 
 
+def training_workdir_at(path: str | pathlib.Path) -> tuple[pathlib.Path, bool] | None:
+    """The training workdir that `path` is, or lies inside the checkpoints of, with which of the two.
+
+    Returns:
+      (workdir, inside): inside is True for a path under `workdir/checkpoints/`;
+      None if `path` is neither (a folder an export may be written to).
+    """
+    path = pathlib.Path(path)
+    if (path / "checkpoints").is_dir():
+        return path, False
+    for parent in path.absolute().parents:
+        if parent.name == "checkpoints" and (parent.parent / CONFIG_FILE).is_file():
+            return parent.parent, True
+    return None
+
+
 def file_digest(path: str | pathlib.Path | None) -> str | None:
     """The SHA-256 of a file's bytes (a tokenizer's identity); the path itself if it cannot be read."""
     try:

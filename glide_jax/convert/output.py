@@ -30,15 +30,15 @@ ENCODERS = {"clip-image": "image_encoder", "clip-text": "text_encoder"}  # --kin
 
 
 def _refuse_training_workdir(output: pathlib.Path) -> None:
-    if (output / "checkpoints").is_dir():
+    run = checkpoints.training_workdir_at(output)
+    if run is not None and not run[1]:
         raise core.ConversionError(
             f"--output {output} is a training workdir (it holds checkpoints/): converting there would replace "
             f"its config.json, with or without --force; use a folder of its own")
-    for parent in output.absolute().parents:
-        if parent.name == "checkpoints" and (parent.parent / checkpoints.CONFIG_FILE).is_file():
-            raise core.ConversionError(
-                f"--output {output} is inside the checkpoints of the training workdir {parent.parent}, where "
-                "rotating old steps would delete it; use a folder of its own")
+    if run is not None:
+        raise core.ConversionError(
+            f"--output {output} is inside the checkpoints of the training workdir {run[0]}, where rotating old "
+            "steps would delete it; use a folder of its own")
 
 
 def _network(config: ml_collections.ConfigDict) -> dict:

@@ -74,14 +74,14 @@ def check_output(output: str | pathlib.Path, config: ml_collections.ConfigDict, 
       FileExistsError: naming what `output` holds.
     """
     output = pathlib.Path(output)
-    if (output / "checkpoints").is_dir():
+    run = checkpoints.training_workdir_at(output)
+    if run is not None and not run[1]:
         raise FileExistsError(f"--output {output} is a training workdir (it holds checkpoints/): exporting there "
                               f"would replace its config.json; use a folder of its own, e.g. {output / EXPORT_DIR}")
-    for parent in output.absolute().parents:
-        if parent.name == "checkpoints" and (parent.parent / checkpoints.CONFIG_FILE).is_file():
-            raise FileExistsError(f"--output {output} is inside the checkpoints of the training workdir "
-                                  f"{parent.parent}, where rotating old steps would delete it; use a folder of "
-                                  f"its own, e.g. {parent.parent / EXPORT_DIR}")
+    if run is not None:
+        raise FileExistsError(f"--output {output} is inside the checkpoints of the training workdir {run[0]}, "
+                              f"where rotating old steps would delete it; use a folder of its own, e.g. "
+                              f"{run[0] / EXPORT_DIR}")
     if force or not (output / checkpoints.CONFIG_FILE).is_file():
         return
     try:
