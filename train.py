@@ -58,8 +58,27 @@ def _exit_quietly(status: int) -> None:
     os._exit(status)
 
 
+def _hide_closed_loop_errors() -> None:
+    """Drops one benign report: TensorStore's callbacks into Orbax's event loop after it closed.
+
+    When a checkpoint read fails, Orbax closes the event loop of its reads
+    while TensorStore still completes the others; each completion calls
+    `loop.call_soon_threadsafe` from a C++ thread, and its RuntimeError("Event
+    loop is closed") goes to sys.unraisablehook, whose default prints a
+    traceback around the `error:` line. Every other report is kept.
+    """
+    previous = sys.unraisablehook
+
+    def unraisablehook(unraisable):
+        value = unraisable.exc_value
+        if not (isinstance(value, RuntimeError) and str(value) == "Event loop is closed"):
+            previous(unraisable)
+    sys.unraisablehook = unraisablehook
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parses the flags, trains; returns the exit status (see the module docstring)."""
+    _hide_closed_loop_errors()
     try:
         argv, overrides = config_lib.split_overrides(sys.argv[1:] if argv is None else argv)
     except ConfigError as exc:
