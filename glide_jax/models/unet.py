@@ -204,7 +204,7 @@ class Text2ImUNet(nn.Module):
     """The text-conditional ADM U-Net of GLIDE (all four released variants).
 
     Attributes mirror glide-text2im's `create_model` options (see
-    glide_jax/config.py for their meaning); `kind` selects the conditioning
+    glide_jax/config/defaults.py for their meaning); `kind` selects the conditioning
     inputs and the first conv's input width.
     """
 

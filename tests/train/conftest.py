@@ -12,6 +12,7 @@ from __future__ import annotations
 import pathlib
 
 import jax
+import ml_collections
 import pytest
 
 from glide_jax import config as config_lib
@@ -19,7 +20,7 @@ from glide_jax import config as config_lib
 TINY_IMAGE = 16
 
 
-def tiny_config(kind: str, data_dir: str | pathlib.Path) -> config_lib.ml_collections.ConfigDict:
+def tiny_config(kind: str, data_dir: str | pathlib.Path) -> ml_collections.ConfigDict:
     """A config of `kind` small enough to compile and train in seconds on CPU."""
     c = config_lib.base_config()
     m = c.model
