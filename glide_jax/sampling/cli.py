@@ -40,6 +40,7 @@ from typing import Callable, Sequence
 
 import ml_collections
 import numpy as np
+from tqdm import tqdm
 
 from glide_jax import config as config_lib
 from glide_jax.sampling import images as images_lib
@@ -357,7 +358,7 @@ def _keep_finished(outputs: _Outputs, record: dict, prompts: list[str], exc: Bas
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
     del filename, lineno, line
-    print(f"warning: {message}", file=file or sys.stderr)
+    tqdm.write(f"warning: {message}", file=file or sys.stderr)  # above the progress bar, not into it
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 import numpy as np
 import tqdm
+from tqdm.contrib import logging as tqdm_logging
 
 _LOG = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class MetricsWriter:
         self._jsonl = None
         self._tb = None
         self._bar = None
+        self._redirect = None
         if not enabled:
             return
         workdir = pathlib.Path(workdir)
@@ -82,6 +84,10 @@ class MetricsWriter:
         self._tb = SummaryWriter(str(workdir / "tensorboard"), purge_step=start_step + 1)
         if progress_bar:
             self._bar = tqdm.tqdm(total=num_steps, initial=start_step, unit="step", dynamic_ncols=True)
+            # Log records (a checkpoint saved, a caption cut by the input
+            # pipeline's threads) are printed above the bar, not into its line.
+            self._redirect = tqdm_logging.logging_redirect_tqdm()
+            self._redirect.__enter__()
 
     def step_done(self, step: int) -> None:
         """Step `step` is under way and the one before it is finished: advances the bar to `step`."""
@@ -154,6 +160,9 @@ class MetricsWriter:
 
     def close(self) -> None:
         """Closes the files and the bar."""
+        if self._redirect is not None:
+            self._redirect.__exit__(None, None, None)
+            self._redirect = None
         if self._bar is not None:
             self._bar.close()
         if self._jsonl is not None:

@@ -193,6 +193,16 @@ def test_out_folders_with_other_images_are_refused_not_overwritten(tiny_checkpoi
     assert not fresh.exists()
 
 
+def test_a_warning_during_sampling_is_printed_above_the_bar(capsys):
+    from tqdm import tqdm
+
+    bar = tqdm(total=2, desc="sampling", unit="batch")
+    cli._one_line_warning("prompt 3 was cut", UserWarning, "x.py", 1)
+    bar.close()
+    err = capsys.readouterr().err
+    assert "warning: prompt 3 was cut\n" in err and "]warning" not in err, err
+
+
 def test_settings_record_what_ran_and_unused_flags_warn(tiny_checkpoints, tmp_path, capsys):
     prompts_file = tmp_path / "prompts.txt"
     long = " ".join(["circle"] * 40)  # more tokens than the tiny model's text context

@@ -58,6 +58,26 @@ def test_rates_leave_out_the_compiling_first_step_and_rows_are_logged_without_a_
     assert [r.getMessage().split(",")[0] for r in caplog.records] == ["step 1: loss 0.5", "step 3: loss 0.25"]
 
 
+def test_log_records_are_printed_above_the_bar_not_into_it(tmp_path, capsys):
+    import logging
+    import sys
+
+    root = logging.getLogger()
+    console = logging.StreamHandler(sys.stderr)
+    root.addHandler(console)
+    try:
+        writer = metrics.MetricsWriter(tmp_path, num_steps=10, start_step=0, batch_size=2, progress_bar=True)
+        writer.step_done(1)
+        logging.getLogger("glide_jax.data.preprocess").warning("a caption was cut")
+        writer.close()
+        assert console in root.handlers  # given back when the bar closes
+    finally:
+        root.removeHandler(console)
+    err = capsys.readouterr().err
+    assert "a caption was cut" in err
+    assert "]a caption was cut" not in err, err  # not glued to the bar's "[00:00<?, ?step/s]"
+
+
 def test_run_writes_checkpoints_exports_and_grid(base_run):
     workdir, config, row = base_run
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["12", "6"]
