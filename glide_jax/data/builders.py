@@ -353,6 +353,11 @@ class ImageFolderConfig(tfds.core.BuilderConfig):
     max_short_side: int = 512
 
 
+# The listing the newest fingerprint was made from, by config name: a build then
+# uses exactly what was fingerprinted, and lists (and warns about) the folder once.
+_FINGERPRINTED: dict[str, FolderListing] = {}
+
+
 def image_folder_config(data_config) -> ImageFolderConfig:
     """A builder config whose name fingerprints the listing (paths, captions, sizes, mtimes)."""
     source = str(pathlib.Path(data_config.folder_path).expanduser().resolve())
@@ -364,8 +369,11 @@ def image_folder_config(data_config) -> ImageFolderConfig:
         digest.update(f"{path}|{json.dumps(captions)}|{stat and stat.st_size}|{stat and stat.st_mtime_ns}\n".encode())
     for path in listing.misnamed:  # so that the build's record of them is kept up to date
         digest.update(b"misnamed|" + os.fsencode(path) + b"\n")
+    name = f"f{digest.hexdigest()[:16]}"
+    _FINGERPRINTED.clear()
+    _FINGERPRINTED[name] = listing
     return ImageFolderConfig(
-        name=f"f{digest.hexdigest()[:16]}",
+        name=name,
         source=source,
         validation_fraction=float(data_config.folder_validation_fraction),
         max_short_side=int(data_config.folder_max_short_side),
@@ -434,7 +442,9 @@ class ImageFolderCaptions(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager):
         del dl_manager  # local files only
         cfg = self.builder_config
-        listing = scan_folder(cfg.source)
+        listing = _FINGERPRINTED.pop(cfg.name, None)
+        if listing is None:  # a config not made by image_folder_config
+            listing = scan_folder(cfg.source)
         pairs = listing.pairs
         if not pairs:
             misnamed = f" ({len(listing.misnamed)} skipped: names not UTF-8)" if listing.misnamed else ""

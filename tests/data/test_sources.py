@@ -302,13 +302,16 @@ def test_split_smaller_than_the_host_count_names_split_size_and_hosts(tiny_confi
         sources.load_host_split(config.data, "validation", 0, 2)
 
 
-def test_folder_build_records_names_that_are_not_utf8_as_skipped(tmp_path, tiny_config):
+def test_folder_build_records_names_that_are_not_utf8_as_skipped(tmp_path, tiny_config, caplog):
     folder = tmp_path / "photos"
     folder.mkdir()
     for name in (b"ok", b"caf\xe9"):  # the second a Latin-1 name
         # Written by hand: Pillow 10.0 (the oldest allowed) cannot save to a bytes path.
         with open(os.fsencode(folder) + b"/" + name + b".png", "wb") as file:
             _save(file, np.full((8, 8, 3), 100, np.uint8), format="PNG")
-    report = sources.prepare_dataset(_folder_config(tiny_config, folder).data)
+    with caplog.at_level(logging.WARNING, logger="glide_jax"):
+        report = sources.prepare_dataset(_folder_config(tiny_config, folder).data)
     assert report["splits"] == {"train": 1} and report["skipped"] == {"train": 1}
     assert report["skipped_files"] == {"train": [f"{folder}/caf\\xe9.png"]}
+    # The folder is listed once per build (the fingerprint's listing is the one built), so warned once.
+    assert sum("caf\\xe9.png" in rec.getMessage() for rec in caplog.records) == 1
