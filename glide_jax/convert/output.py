@@ -26,6 +26,7 @@ from glide_jax import checkpoints
 from glide_jax import config as config_lib
 from glide_jax.convert import core
 
+_TEMP_PREFIX = ".convert-"  # write_model's temporary folder inside --output
 ENCODERS = {"clip-image": "image_encoder", "clip-text": "text_encoder"}  # --kind -> CLIP params key
 
 
@@ -113,12 +114,17 @@ def write_model(output: pathlib.Path, config: ml_collections.ConfigDict, params:
     `checkpoints.save_model` writes into a temporary folder inside `output`;
     the files are then moved over the old ones, config.json last, and a stale
     origin.json (an earlier training export's) is removed. A folder this call
-    created is removed again if the write fails.
+    created is removed again if the write fails. Temporary folders left by a
+    conversion that was killed mid-write (they may hold gigabytes of partial
+    params.npz) are removed first.
     """
     created = not output.exists()
     output.mkdir(parents=True, exist_ok=True)
+    for leftover in output.glob(f"{_TEMP_PREFIX}*"):
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
     try:
-        with tempfile.TemporaryDirectory(dir=output, prefix=".convert-") as tmp:
+        with tempfile.TemporaryDirectory(dir=output, prefix=_TEMP_PREFIX) as tmp:
             checkpoints.save_model(tmp, config, params)
             for path in sorted(pathlib.Path(tmp).iterdir(), key=lambda p: p.name == checkpoints.CONFIG_FILE):
                 os.replace(path, output / path.name)

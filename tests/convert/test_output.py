@@ -66,6 +66,15 @@ def test_write_failure_leaves_no_half_written_folder(tmp_path, monkeypatch):
     assert _files(tmp_path / "old") == {checkpoints.PARAMS_FILE: b"old params"}
 
 
+def test_a_killed_conversions_temporary_folder_is_removed_by_the_next(tmp_path):
+    output = tmp_path / "model"
+    (output / ".convert-k1ll3d").mkdir(parents=True)
+    (output / ".convert-k1ll3d" / checkpoints.PARAMS_FILE).write_bytes(b"half of a params.npz")
+    (output / ".convert-notes.txt").write_text("a user's file, not a folder")
+    output_lib.write_model(output, cli.preset_config("clip-image"), {"a": np.zeros(2)})
+    assert sorted(_files(output)) == [".convert-notes.txt", checkpoints.CONFIG_FILE, checkpoints.PARAMS_FILE]
+
+
 def test_forced_clip_encoder_is_merged_with_the_other(fixtures_dir, tmp_path):
     options = str(fixtures_dir / "clip_options.json")
     out_dir = tmp_path / "clip"
