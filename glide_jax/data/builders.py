@@ -11,6 +11,7 @@ Importing this module imports TensorFlow; only glide_jax.data does so.
 
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
 import hashlib
@@ -408,6 +409,10 @@ def read_rgb(path: pathlib.Path, max_short_side: int | None = None) -> np.ndarra
         return np.asarray(img, np.uint8)
 
 
+# What a folder build records per split in info.metadata (see ImageFolderCaptions).
+METADATA_KEYS = ("skipped", "skipped_files", "empty_captions", "short_sides")
+
+
 class ImageFolderCaptions(tfds.core.GeneratorBasedBuilder):
     """The user's own images with captions.
 
@@ -415,7 +420,9 @@ class ImageFolderCaptions(tfds.core.GeneratorBasedBuilder):
     one at random). Unreadable images, and images whose path is not valid
     UTF-8, are skipped with a warning naming the file; the counts and names
     (undecodable bytes as `\\xNN`) are kept in `info.metadata` ("skipped",
-    "skipped_files", "empty_captions", per split). Images without a caption
+    "skipped_files", "empty_captions", per split), with "short_sides": how
+    many stored images have each short side (after `max_short_side`), which
+    the input pipeline uses to warn about images it must upscale. Images without a caption
     are kept: they train the unconditional model. A folder in which no
     image can be read is an error.
     """
@@ -464,13 +471,13 @@ class ImageFolderCaptions(tfds.core.GeneratorBasedBuilder):
         for path in listing.misnamed:
             split = "validation" if _is_validation(path, cfg.validation_fraction) else "train"
             misnamed[split if split in splits else "train"].append(printable_path(path))
-        for key in ("skipped", "skipped_files", "empty_captions"):
+        for key in METADATA_KEYS:
             self.info.metadata[key] = {}
         return {name: self._generate_examples(name, items, misnamed[name]) for name, items in splits.items()}
 
     def _generate_examples(self, split: str, pairs, misnamed: list[str]):
         """Yields the split's readable images; `misnamed` (names not UTF-8) are counted as skipped."""
-        skipped, empty = list(misnamed), 0
+        skipped, empty, short_sides = list(misnamed), 0, collections.Counter()
         for path, captions in pairs:
             try:
                 image = read_rgb(path, self.builder_config.max_short_side)
@@ -479,6 +486,7 @@ class ImageFolderCaptions(tfds.core.GeneratorBasedBuilder):
                 skipped.append(str(path))
                 continue
             empty += not captions
+            short_sides[min(image.shape[:2])] += 1
             yield str(path), {"image": encode_png(image), "caption": list(captions), "path": str(path)}
         total = len(pairs) + len(misnamed)
         if len(skipped) == total:
@@ -491,3 +499,4 @@ class ImageFolderCaptions(tfds.core.GeneratorBasedBuilder):
         self.info.metadata["skipped"][split] = len(skipped)
         self.info.metadata["skipped_files"][split] = skipped
         self.info.metadata["empty_captions"][split] = empty
+        self.info.metadata["short_sides"][split] = {str(side): short_sides[side] for side in sorted(short_sides)}

@@ -105,6 +105,7 @@ class InputPipeline:
         self._mask_spec = masks.MaskSpec.from_config(config.data)
         self._captions = preprocess.CaptionTokenizer(tokenizer, self._text_ctx)
         self._host = sources.load_host_split(config.data, split, process_index, process_count)
+        self._warn_small_images()
         if self._host.num_examples < self.host_batch_size:
             raise config_lib.ConfigError(f"config.data.batch_size = {batch_size}: split {self._host.name!r} has "
                                          f"only {self._host.num_examples} examples per host, fewer than the host "
@@ -120,6 +121,14 @@ class InputPipeline:
                 check_host_rows(self._sharding, batch_size, self.host_batch_size, mine)
         self._position = 0
         self._start(0)
+
+    def _warn_small_images(self) -> None:
+        """Warns (once, on process 0) when the split holds images smaller than the training size."""
+        counts = self._host.smaller_than(self.spec.image_size)
+        if counts and counts[0] and self.process_index == 0:
+            _LOG.warning("glide_jax.data: %d of %d images in the %s split have a short side under %d px; they "
+                         "are upscaled to it, which blurs those training targets (remove them from the folder, "
+                         "or train at a lower resolution)", counts[0], counts[1], self.split, self.spec.image_size)
 
     @property
     def examples_per_epoch(self) -> int:

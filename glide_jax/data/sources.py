@@ -28,11 +28,20 @@ class HostSplit:
         or 1-D)}, in a fixed order.
       num_examples: examples in this share (equal on every host).
       name: the share, for messages: "train", or "train (host 2 of 2)".
+      short_sides: {short side in px: images} over the whole split, where the
+        build recorded it (folders built by this version); else None.
     """
 
     dataset: Any
     num_examples: int
     name: str
+    short_sides: dict[int, int] | None = None
+
+    def smaller_than(self, size: int) -> tuple[int, int] | None:
+        """(images of the split with a short side under `size`, images), or None if unrecorded."""
+        if self.short_sides is None:
+            return None
+        return (sum(n for side, n in self.short_sides.items() if side < size), sum(self.short_sides.values()))
 
 
 def _nested_decoders(key: str) -> dict:
@@ -149,7 +158,9 @@ def load_host_split(data_config, split: str, process_index: int, process_count: 
     ds = ds.map(lambda ex: {"image": _get_nested(ex, image_key, "image_key"),
                             "caption": _get_nested(ex, text_key, "text_key")})
     label = split if process_count == 1 else f"{split} (host {process_index + 1} of {process_count})"
-    return HostSplit(ds, int(info.splits[name].num_examples), label)
+    recorded = info.metadata.get("short_sides", {}).get(split) if data_config.dataset == "folder" else None
+    short_sides = None if recorded is None else {int(side): int(n) for side, n in recorded.items()}
+    return HostSplit(ds, int(info.splits[name].num_examples), label, short_sides)
 
 
 def prepare_dataset(data_config) -> dict:

@@ -315,3 +315,23 @@ def test_folder_build_records_names_that_are_not_utf8_as_skipped(tmp_path, tiny_
     assert report["skipped_files"] == {"train": [f"{folder}/caf\\xe9.png"]}
     # The folder is listed once per build (the fingerprint's listing is the one built), so warned once.
     assert sum("caf\\xe9.png" in rec.getMessage() for rec in caplog.records) == 1
+
+
+def test_images_smaller_than_the_training_size_are_counted_and_warned_about(tmp_path, tiny_config, caplog):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name, (height, width) in {"small": (20, 50), "tiny": (8, 8), "big": (40, 36), "wide": (32, 90)}.items():
+        Image.fromarray(np.full((height, width, 3), 90, np.uint8)).save(folder / f"{name}.png")
+    config = _folder_config(tiny_config, folder)  # model.image_size 32
+    with caplog.at_level(logging.WARNING, logger="glide_jax"):
+        pipe = data.create_input_pipeline(config, seed=0, num_epochs=1)
+    assert pipe._host.short_sides == {8: 1, 20: 1, 32: 1, 36: 1}
+    warnings = [rec.getMessage() for rec in caplog.records if "upscaled" in rec.getMessage()]
+    assert warnings == ["glide_jax.data: 2 of 4 images in the train split have a short side under 32 px; they "
+                        "are upscaled to it, which blurs those training targets (remove them from the folder, "
+                        "or train at a lower resolution)"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="glide_jax"):
+        config.model.image_size = 8
+        data.create_input_pipeline(config, seed=0, num_epochs=1)
+    assert not [rec for rec in caplog.records if "upscaled" in rec.getMessage()]
