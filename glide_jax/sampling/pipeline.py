@@ -36,7 +36,7 @@ import dataclasses
 import os
 import pathlib
 import warnings
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
 import ml_collections
@@ -257,6 +257,7 @@ class Pipeline:
         self.mesh = mesh if mesh is not None else batching.make_mesh()
         self.trace_counts: collections.Counter = collections.Counter()
         self._programs: dict = {}
+        self._on_step: Callable[[], None] | None = None  # what a ticking program's steps call
         self._check_models()
 
     def _check_models(self) -> None:
@@ -315,21 +316,39 @@ class Pipeline:
             flag = "--" + key.replace("_", "-")
             raise SamplingError(f"sample setting {key!r} = {respacing!r} (sample.py {flag}): {exc}") from None
 
-    def _program(self, model: LoadedModel, respacing: str, sampler: str):
-        """The jitted program of a stage; jit compiles it once per input shape."""
-        key = (model.name, respacing, sampler)
+    def _program(self, model: LoadedModel, respacing: str, sampler: str, ticks: bool = False):
+        """The jitted program of a stage; jit compiles it once per input shape.
+
+        A `ticks` program calls `self._on_step` (from the device, through
+        `jax.debug.callback`) after each step's model evaluation, for a
+        progress bar over steps; the plain one has no host callbacks.
+        """
+        key = (model.name, respacing, sampler, ticks)
         if key not in self._programs:
+            wrap = self._ticking if ticks else None
             if model is self.base:
-                self._programs[key] = self._build_base(respacing, sampler)
+                self._programs[key] = self._build_base(respacing, sampler, wrap)
             else:
-                self._programs[key] = self._build_upsample(model, respacing, sampler)
+                self._programs[key] = self._build_upsample(model, respacing, sampler, wrap)
         return self._programs[key]
+
+    def _ticking(self, model_fn: Callable) -> Callable:
+        def ticked(*args, **kwargs):
+            out = model_fn(*args, **kwargs)
+            jax.debug.callback(self._step_done)
+            return out
+
+        return ticked
+
+    def _step_done(self) -> None:
+        if self._on_step is not None:
+            self._on_step()
 
     def _constrain(self):
         sharding = batching.batch_sharding(self.mesh)
         return lambda a: jax.lax.with_sharding_constraint(a, sharding)
 
-    def _build_base(self, respacing: str, sampler: str):
+    def _build_base(self, respacing: str, sampler: str, wrap_model_fn: Callable | None):
         diffusion = self._diffusion(self.base, respacing, "steps")
         model, clip, constrain = self.base, self.clip, self._constrain()
 
@@ -348,13 +367,13 @@ class Pipeline:
             samples = stages.sample_base(model.module, variables, diffusion, sampler,
                                          tokens=inputs["tokens"], mask=inputs["mask"],
                                          guidance_scale=scale, cond_fn=cond_fn, inpaint=inpaint,
-                                         key=key, constrain=constrain)
+                                         key=key, constrain=constrain, wrap_model_fn=wrap_model_fn)
             rows = inputs["tokens"].shape[0] // (2 if scale is not None else 1)
             return samples[:rows]
 
         return jax.jit(run, out_shardings=batching.batch_sharding(self.mesh))
 
-    def _build_upsample(self, model: LoadedModel, respacing: str, sampler: str):
+    def _build_upsample(self, model: LoadedModel, respacing: str, sampler: str, wrap_model_fn: Callable | None):
         diffusion = self._diffusion(model, respacing, "upsample_steps")
         constrain = self._constrain()
 
@@ -366,7 +385,8 @@ class Pipeline:
             return stages.sample_upsample(model.module, variables, diffusion, sampler,
                                           base_samples=base_samples, tokens=inputs["tokens"],
                                           mask=inputs["mask"], temperature=inputs["temperature"],
-                                          inpaint=inpaint, key=key, constrain=constrain)
+                                          inpaint=inpaint, key=key, constrain=constrain,
+                                          wrap_model_fn=wrap_model_fn)
 
         return jax.jit(run, out_shardings=batching.batch_sharding(self.mesh))
 
@@ -466,7 +486,8 @@ class Pipeline:
             upsample_steps, upsample_sampler, upsample_temp, batch_size, seed).
           inpaint: source image and mask from `load_inpaint_inputs` (required
             exactly when the base model inpaints).
-          progress: show a tqdm bar over batches.
+          progress: show a tqdm bar over the sampling steps of all stages
+            and batches.
 
         Returns:
           uint8 (N, S, S, 3) images, S = `image_size`. Image i depends on the
@@ -492,22 +513,42 @@ class Pipeline:
         settings = self.settings(sample_config)
         self._check_inpaint(inpaint)
         plan = batching.plan_batches(prompts, settings.batch_size, self.num_devices)
-        base_run = self._program(self.base, settings.steps, settings.sampler)
-        up_runs = [self._program(model, settings.upsample_steps, settings.upsample_sampler)
+        base_run = self._program(self.base, settings.steps, settings.sampler, progress)
+        up_runs = [self._program(model, settings.upsample_steps, settings.upsample_sampler, progress)
                    for model in self.upsamplers]
+        steps = self._diffusion(self.base, settings.steps, "steps").num_timesteps + sum(
+            self._diffusion(model, settings.upsample_steps, "upsample_steps").num_timesteps
+            for model in self.upsamplers)
         root = jax.random.PRNGKey(settings.seed)
         clip_variables = self.clip.variables if self.clip is not None else None
         start = 0
-        bar = tqdm(plan, desc="sampling (the first batch compiles)", unit="batch", disable=not progress)
-        for batch in bar:
-            base_key, up_key = jax.random.split(jax.random.fold_in(root, batch.index))
-            samples = base_run(self.base.variables, clip_variables,
-                               self._base_inputs(batch, settings, inpaint), base_key)
-            for model, up_run in zip(self.upsamplers, up_runs):
-                key = up_key if model.stage == 0 else jax.random.fold_in(up_key, model.stage)
-                samples = up_run(model.variables, self._upsample_inputs(model, batch, settings, inpaint),
-                                 samples, key)
-            images = images_lib.to_uint8(jax.device_get(samples))[: batch.num_real]
-            bar.set_description("sampling")  # compiled by now
-            yield start, images
-            start += batch.num_real
+        with tqdm(total=len(plan) * steps, desc="sampling (the first batch compiles)", unit="step",
+                  disable=not progress) as bar:
+
+            def tick():
+                if bar.n == 0:  # the device is stepping, so the compilation is done
+                    bar.set_description("sampling", refresh=False)
+                bar.update()
+
+            self._on_step = tick if progress else None
+            try:
+                for batch in plan:
+                    bar.set_postfix_str(f"batch {batch.index + 1}/{len(plan)}" if len(plan) > 1 else "")
+                    images = self._sample_batch(batch, settings, inpaint, base_run, up_runs, root,
+                                                clip_variables)
+                    yield start, images
+                    start += batch.num_real
+            finally:
+                self._on_step = None
+
+    def _sample_batch(self, batch: batching.Batch, settings, inpaint, base_run, up_runs, root,
+                      clip_variables) -> np.ndarray:
+        """One batch through the base stage and the upsamplers: its real rows as uint8 images."""
+        base_key, up_key = jax.random.split(jax.random.fold_in(root, batch.index))
+        samples = base_run(self.base.variables, clip_variables,
+                           self._base_inputs(batch, settings, inpaint), base_key)
+        for model, up_run in zip(self.upsamplers, up_runs):
+            key = up_key if model.stage == 0 else jax.random.fold_in(up_key, model.stage)
+            samples = up_run(model.variables, self._upsample_inputs(model, batch, settings, inpaint),
+                             samples, key)
+        return images_lib.to_uint8(jax.device_get(samples))[: batch.num_real]

@@ -196,3 +196,17 @@ def test_api_arguments_are_checked(base_pipe):
 def test_float16_on_a_cpu_is_refused_in_one_line(tiny_checkpoints):
     with pytest.raises(SamplingError, match="computes in float16, which XLA:CPU cannot run"):
         load_pipeline(tiny_checkpoints["base"], dtype="float16")
+
+
+@pytest.mark.parametrize("guide", ["cfg", "clip"])
+def test_the_progress_bar_counts_every_step_of_every_stage_and_batch(tiny_checkpoints, capsys, guide):
+    clip = tiny_checkpoints["clip"] if guide == "clip" else None
+    pipe = load_pipeline(tiny_checkpoints["base"], upsample=tiny_checkpoints["upsample"], clip=clip)
+    settings = dict(SETTINGS, batch_size=2, upsample_steps="ddim3", seed=1)  # 3 prompts: 2 batches
+    quiet = pipe.generate(PROMPTS, settings)
+    capsys.readouterr()
+    shown = pipe.generate(PROMPTS, settings, progress=True)
+    bar = capsys.readouterr().err
+    np.testing.assert_array_equal(shown, quiet)  # the bar's callbacks change no sample
+    assert "14/14" in bar and "step" in bar  # 2 batches x (4 base + 3 upsampler steps)
+    assert pipe._on_step is None  # the finished run's bar is unhooked
