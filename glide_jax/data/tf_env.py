@@ -8,23 +8,68 @@ see them, or it would reserve their memory.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import sys
+import tempfile
+
+# What TensorFlow's C++ runtime prints while it loads and looks for GPUs, before
+# its log level applies: seven lines of "no CUDA here" and "oneDNN is on" that
+# read like errors on a CPU-only data pipeline, which hides the GPUs anyway.
+_START_UP_NOISE = re.compile(
+    r"All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|\] oneDNN custom operations are on"
+    r"|\] Could not find cuda drivers on your machine"
+    r"|\] failed call to cuInit"
+)
+
+
+@contextlib.contextmanager
+def _filtered_native_stderr():
+    """Holds back what is written to file descriptor 2 (C++ included); replays all but start-up noise.
+
+    With TF_CPP_MIN_LOG_LEVEL set below 2 by the user, nothing is held back.
+    """
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") not in ("2", "3"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().decode(errors="replace").splitlines(keepends=True)
+                    if not _START_UP_NOISE.search(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
 
 
 def import_tensorflow():
     """Returns the `tensorflow` module, configured on first import.
 
     The first call hides every GPU/TPU from TensorFlow, silences its C++ logs
-    below errors and caps its op-level thread pools at one thread each; the
-    tf.data pipelines set their own private pool size (config.data.num_threads).
+    below errors (and the start-up lines printed before that level applies)
+    and caps its op-level thread pools at one thread each; the tf.data
+    pipelines set their own private pool size (config.data.num_threads).
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" not in sys.modules:
+        with _filtered_native_stderr():
+            import tensorflow  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     if not getattr(tf, "_glide_jax_configured", False):
         try:
-            tf.config.set_visible_devices([], "GPU")
-            tf.config.set_visible_devices([], "TPU")
+            with _filtered_native_stderr():  # looking for GPUs to hide prints "failed call to cuInit"
+                tf.config.set_visible_devices([], "GPU")
+                tf.config.set_visible_devices([], "TPU")
         except (RuntimeError, ValueError):
             pass  # already initialised by the caller or no such device type; nothing to hide
         try:
