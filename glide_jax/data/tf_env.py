@@ -9,6 +9,7 @@ see them, or it would reserve their memory.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sys
@@ -82,12 +83,21 @@ def import_tensorflow():
     return tf
 
 
+def _not_our_custom_configs(record: logging.LogRecord) -> bool:
+    # TFDS warns of every BuilderConfig made at run time; glide_jax makes all of
+    # its configs so (their names fingerprint the data), so the line says nothing.
+    return record.msg != "Using custom data configuration: %s"
+
+
 def import_tfds():
     """Returns `tensorflow_datasets` after `import_tensorflow()` has configured TF."""
     import_tensorflow()
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
 
     tfds.disable_progress_bar()
+    absl_logger = logging.getLogger("absl")
+    if _not_our_custom_configs not in absl_logger.filters:
+        absl_logger.addFilter(_not_our_custom_configs)
     return tfds
 
 

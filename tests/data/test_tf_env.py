@@ -1,5 +1,6 @@
 """TensorFlow is imported for the data pipeline only, CPU-only and quiet."""
 
+import logging
 import os
 import subprocess
 import sys
@@ -31,3 +32,11 @@ def test_importing_tensorflow_prints_nothing():
                             check=False)
     assert result.returncode == 0 and result.stdout == "imported\n", result.stderr
     assert not [line for line in result.stderr.splitlines() if any(noise in line for noise in NOISE)], result.stderr
+
+
+def test_tfds_notice_of_our_run_time_configs_is_not_logged(tiny_config, caplog):
+    from glide_jax.data import sources
+
+    with caplog.at_level(logging.INFO):
+        sources.make_builder(tiny_config().data)
+    assert not [rec for rec in caplog.records if "custom data configuration" in rec.getMessage()]
