@@ -30,9 +30,10 @@ _START_UP_NOISE = re.compile(
 def _filtered_native_stderr():
     """Holds back what is written to file descriptor 2 (C++ included); replays all but start-up noise.
 
-    With TF_CPP_MIN_LOG_LEVEL set below 2 by the user, nothing is held back.
+    With TF_CPP_MIN_LOG_LEVEL=0 (all of TensorFlow's logs), nothing is held
+    back. (Level 1 does not say the user wants them: `import jax` sets it.)
     """
-    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") not in ("2", "3"):
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
         yield
         return
     sys.stderr.flush()
@@ -56,7 +57,8 @@ def import_tensorflow():
     """Returns the `tensorflow` module, configured on first import.
 
     The first call hides every GPU/TPU from TensorFlow, silences its C++ logs
-    below errors (and the start-up lines printed before that level applies)
+    below errors where TF_CPP_MIN_LOG_LEVEL is unset (`import jax` sets it to
+    1, warnings), drops the start-up lines it prints before any level applies,
     and caps its op-level thread pools at one thread each; the tf.data
     pipelines set their own private pool size (config.data.num_threads).
     """

@@ -27,7 +27,8 @@ def test_tensorflow_start_up_noise_is_dropped_and_other_output_kept(capfd, monke
 
 def test_importing_tensorflow_prints_nothing():
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    code = "from glide_jax.data import tf_env; tf_env.import_tfds(); print('imported')"
+    # As in train.py, JAX comes first (it sets TF_CPP_MIN_LOG_LEVEL=1 for TensorFlow).
+    code = "import jax; jax.devices(); from glide_jax.data import tf_env; tf_env.import_tfds(); print('imported')"
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
                             check=False)
     assert result.returncode == 0 and result.stdout == "imported\n", result.stderr
