@@ -235,6 +235,46 @@ def _check_inpaint_array(name: str, array, shape: tuple[int, ...], low: float) -
                             f"[{low:g}, 1]" + (" (pixels / 127.5 - 1)" if low < 0 else " (1 = keep)"))
 
 
+def _ticks_each_step(mesh) -> bool:
+    return mesh.devices.flat[0].platform == "cpu"
+
+
+class _StepBar:
+    """A tqdm bar over the diffusion steps of every stage of every batch.
+
+    With `per_step`, the stage programs call `step_done` from the device after
+    each step; otherwise `stages_dispatched` waits for each stage in turn and
+    adds its steps (all are dispatched first, so a later stage still compiles
+    while an earlier one runs).
+    """
+
+    def __init__(self, batches: int, stage_steps: Sequence[int], *, enabled: bool, per_step: bool):
+        self.batches, self.stage_steps, self.per_step = batches, list(stage_steps), per_step
+        self._bar = tqdm(total=batches * sum(self.stage_steps), desc="sampling (the first batch compiles)",
+                         unit="step", disable=not enabled)
+
+    def start_batch(self, index: int) -> None:
+        if self.batches > 1:
+            self._bar.set_postfix_str(f"batch {index + 1}/{self.batches}")
+
+    def step_done(self) -> None:
+        self._advance(1)
+
+    def stages_dispatched(self, outputs: Sequence[jax.Array]) -> None:
+        if not self.per_step and not self._bar.disable:
+            for samples, steps in zip(outputs, self.stage_steps):
+                jax.block_until_ready(samples)
+                self._advance(steps)
+
+    def _advance(self, steps: int) -> None:
+        if self._bar.n == 0:  # the device is stepping, so the compilation is done
+            self._bar.set_description("sampling", refresh=False)
+        self._bar.update(steps)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
 class Pipeline:
     """The loaded models, the mesh and the compiled per-stage programs.
 
@@ -487,7 +527,8 @@ class Pipeline:
           inpaint: source image and mask from `load_inpaint_inputs` (required
             exactly when the base model inpaints).
           progress: show a tqdm bar over the sampling steps of all stages
-            and batches.
+            and batches (on a CPU it moves each step; on an accelerator, once
+            per finished stage).
 
         Returns:
           uint8 (N, S, S, 3) images, S = `image_size`. Image i depends on the
@@ -513,42 +554,44 @@ class Pipeline:
         settings = self.settings(sample_config)
         self._check_inpaint(inpaint)
         plan = batching.plan_batches(prompts, settings.batch_size, self.num_devices)
-        base_run = self._program(self.base, settings.steps, settings.sampler, progress)
-        up_runs = [self._program(model, settings.upsample_steps, settings.upsample_sampler, progress)
-                   for model in self.upsamplers]
-        steps = self._diffusion(self.base, settings.steps, "steps").num_timesteps + sum(
+        stage_steps = [self._diffusion(self.base, settings.steps, "steps").num_timesteps] + [
             self._diffusion(model, settings.upsample_steps, "upsample_steps").num_timesteps
-            for model in self.upsamplers)
+            for model in self.upsamplers]
+        # Per-step ticks where a stage can take minutes (CPU); on an accelerator a host
+        # callback would split the compiled loop, so the bar moves once per finished stage.
+        bar = _StepBar(len(plan), stage_steps, enabled=progress, per_step=progress and _ticks_each_step(self.mesh))
+        base_run = self._program(self.base, settings.steps, settings.sampler, bar.per_step)
+        up_runs = [self._program(model, settings.upsample_steps, settings.upsample_sampler, bar.per_step)
+                   for model in self.upsamplers]
         root = jax.random.PRNGKey(settings.seed)
         clip_variables = self.clip.variables if self.clip is not None else None
         start = 0
-        with tqdm(total=len(plan) * steps, desc="sampling (the first batch compiles)", unit="step",
-                  disable=not progress) as bar:
-
-            def tick():
-                if bar.n == 0:  # the device is stepping, so the compilation is done
-                    bar.set_description("sampling", refresh=False)
-                bar.update()
-
-            self._on_step = tick if progress else None
-            try:
-                for batch in plan:
-                    bar.set_postfix_str(f"batch {batch.index + 1}/{len(plan)}" if len(plan) > 1 else "")
-                    images = self._sample_batch(batch, settings, inpaint, base_run, up_runs, root,
-                                                clip_variables)
-                    yield start, images
-                    start += batch.num_real
-            finally:
-                self._on_step = None
+        self._on_step = bar.step_done if bar.per_step else None
+        try:
+            for batch in plan:
+                bar.start_batch(batch.index)
+                images = self._sample_batch(batch, settings, inpaint, base_run, up_runs, root,
+                                            clip_variables, bar.stages_dispatched)
+                yield start, images
+                start += batch.num_real
+        finally:
+            self._on_step = None
+            bar.close()
 
     def _sample_batch(self, batch: batching.Batch, settings, inpaint, base_run, up_runs, root,
-                      clip_variables) -> np.ndarray:
-        """One batch through the base stage and the upsamplers: its real rows as uint8 images."""
+                      clip_variables, dispatched: Callable[[list], None]) -> np.ndarray:
+        """One batch through the base stage and the upsamplers: its real rows as uint8 images.
+
+        `dispatched` gets every stage's (future) samples, base first, once all are dispatched.
+        """
         base_key, up_key = jax.random.split(jax.random.fold_in(root, batch.index))
         samples = base_run(self.base.variables, clip_variables,
                            self._base_inputs(batch, settings, inpaint), base_key)
+        outputs = [samples]
         for model, up_run in zip(self.upsamplers, up_runs):
             key = up_key if model.stage == 0 else jax.random.fold_in(up_key, model.stage)
             samples = up_run(model.variables, self._upsample_inputs(model, batch, settings, inpaint),
                              samples, key)
+            outputs.append(samples)
+        dispatched(outputs)
         return images_lib.to_uint8(jax.device_get(samples))[: batch.num_real]

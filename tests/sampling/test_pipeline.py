@@ -198,8 +198,11 @@ def test_float16_on_a_cpu_is_refused_in_one_line(tiny_checkpoints):
         load_pipeline(tiny_checkpoints["base"], dtype="float16")
 
 
-@pytest.mark.parametrize("guide", ["cfg", "clip"])
-def test_the_progress_bar_counts_every_step_of_every_stage_and_batch(tiny_checkpoints, capsys, guide):
+@pytest.mark.parametrize("guide, per_step", [("cfg", True), ("clip", True), ("cfg", False)])
+def test_the_progress_bar_counts_every_step_of_every_stage_and_batch(tiny_checkpoints, capsys, monkeypatch,
+                                                                    guide, per_step):
+    # per_step False: as on an accelerator, where the bar moves once per finished stage.
+    monkeypatch.setattr("glide_jax.sampling.pipeline._ticks_each_step", lambda mesh: per_step)
     clip = tiny_checkpoints["clip"] if guide == "clip" else None
     pipe = load_pipeline(tiny_checkpoints["base"], upsample=tiny_checkpoints["upsample"], clip=clip)
     settings = dict(SETTINGS, batch_size=2, upsample_steps="ddim3", seed=1)  # 3 prompts: 2 batches
@@ -210,3 +213,4 @@ def test_the_progress_bar_counts_every_step_of_every_stage_and_batch(tiny_checkp
     np.testing.assert_array_equal(shown, quiet)  # the bar's callbacks change no sample
     assert "14/14" in bar and "step" in bar  # 2 batches x (4 base + 3 upsampler steps)
     assert pipe._on_step is None  # the finished run's bar is unhooked
+    assert {key[-1] for key in pipe._programs} == {False, per_step}  # the quiet run has no callbacks
