@@ -422,9 +422,9 @@ class ImageFolderCaptions(tfds.core.GeneratorBasedBuilder):
     (undecodable bytes as `\\xNN`) are kept in `info.metadata` ("skipped",
     "skipped_files", "empty_captions", per split), with "short_sides": how
     many stored images have each short side (after `max_short_side`), which
-    the input pipeline uses to warn about images it must upscale. Images without a caption
-    are kept: they train the unconditional model. A folder in which no
-    image can be read is an error.
+    the input pipeline uses to warn about images it must upscale. Images
+    without a caption are kept: they train the unconditional model. A folder
+    in which no image can be read is an error.
     """
 
     VERSION = tfds.core.Version("1.1.0")
